@@ -106,6 +106,10 @@ pub struct BufferMeta {
     pub vnet_hdr: VirtioNetHdr,
     /// Next buffer of a chain (GSO super-frames), or [`INVALID`].
     pub next_buffer: u32,
+    /// ICMP error that `ip4-icmp-error` must build: type << 24 | code << 16 | next-hop MTU.
+    pub icmp_error: u32,
+    /// Receive queue (vring) the packet came from.
+    pub rx_queue: u16,
 }
 
 impl Default for BufferMeta {
@@ -125,6 +129,8 @@ impl Default for BufferMeta {
             l3_hdr_offset: 0,
             vnet_hdr: VirtioNetHdr::default(),
             next_buffer: INVALID,
+            icmp_error: 0,
+            rx_queue: 0,
         }
     }
 }

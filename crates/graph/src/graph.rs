@@ -448,7 +448,7 @@ impl<R> Graph<R> {
     /// `show errors` in VPP's shape.
     pub fn show_errors(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "{:>10}{:^40}{}", "Count", "Node", "Reason");
+        let _ = writeln!(out, "{:>10}{:^40}Reason", "Count", "Node");
         for (node, reason, count) in self.errors() {
             let _ = writeln!(out, "{:>10}{:^40}{}", count, node, reason);
         }

@@ -1,0 +1,118 @@
+//! `ip4-input`: validates the IPv4 header (version, header length, total length against the
+//! frame, header checksum, TTL), trims Ethernet padding, then enters the receiving interface's
+//! `ip4-unicast` feature arc. TTL 0 goes to `ip4-icmp-error` (time exceeded).
+
+use vecnet_graph::{read_record, FormatContext, Node, NodeCtx, RX};
+use vecnet_wire::{checksum, pretty};
+
+use crate::common::{drop_with, feature_next, IpCapture};
+use crate::icmp_error::{set_icmp_error, ICMP_TIME_EXCEEDED};
+use crate::runtime::L3Runtime;
+
+const NEXT_DROP: u16 = 0;
+const NEXT_LOOKUP: u16 = 1;
+const NEXT_ICMP_ERROR: u16 = 2;
+
+pub const ERR_TOO_SHORT: u16 = 0;
+pub const ERR_BAD_LENGTH: u16 = 1;
+pub const ERR_BAD_CHECKSUM: u16 = 2;
+pub const ERR_VERSION: u16 = 3;
+pub const ERR_HEADER_LENGTH: u16 = 4;
+pub const ERR_TTL: u16 = 5;
+pub const ERR_DST_NOT_UNICAST: u16 = 6;
+pub const ERR_NO_INTERFACE: u16 = 7;
+
+pub struct Ip4Input;
+
+impl<R: L3Runtime> Node<R> for Ip4Input {
+    fn name(&self) -> &str {
+        "ip4-input"
+    }
+
+    fn next_nodes(&self) -> Vec<String> {
+        ["error-drop", "ip4-lookup", "ip4-icmp-error"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    fn error_strings(&self) -> &'static [&'static str] {
+        &[
+            "ip4 length < 20 bytes",
+            "ip4 length > l2 length",
+            "bad ip4 checksum",
+            "ip4 version != 4",
+            "ip4 header length < 20 bytes",
+            "ip4 ttl <= 1",
+            "ip4 destination not unicast",
+            "unknown interface",
+        ]
+    }
+
+    fn process(&mut self, rt: &mut R, ctx: &mut NodeCtx<'_>, frame: &[u32], nexts: &mut [u16]) {
+        let (cfg, _) = rt.l3();
+        for (&bi, next) in frame.iter().zip(nexts.iter_mut()) {
+            ctx.trace(bi, &IpCapture::new(ctx.pool.data(bi)));
+            let ip = ctx.pool.data(bi);
+            let verdict = check(ip);
+            let total_len = match verdict {
+                Ok(t) => t,
+                Err(e) => {
+                    *next = drop_with(ctx, bi, e, NEXT_DROP);
+                    continue;
+                }
+            };
+            let (ttl, dst) = (ip[8], u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]));
+            // Ethernet pads short frames; the packet ends where the IP header says.
+            ctx.pool.set_length(bi, total_len);
+            if dst >> 28 == 0xe || dst == u32::MAX {
+                *next = drop_with(ctx, bi, ERR_DST_NOT_UNICAST, NEXT_DROP);
+                continue;
+            }
+            if ttl == 0 {
+                ctx.count(ERR_TTL, 1);
+                set_icmp_error(ctx.pool.meta_mut(bi), ICMP_TIME_EXCEEDED, 0, 0);
+                *next = NEXT_ICMP_ERROR;
+                continue;
+            }
+            let rx = ctx.pool.meta(bi).sw_if_index[RX];
+            let Some(iface) = cfg.interface(rx) else {
+                *next = drop_with(ctx, bi, ERR_NO_INTERFACE, NEXT_DROP);
+                continue;
+            };
+            let m = ctx.pool.meta_mut(bi);
+            m.fib_index = iface.fib_index;
+            *next = feature_next(ctx, bi, &iface.ip4_unicast_arc, usize::MAX, NEXT_LOOKUP);
+        }
+    }
+
+    fn format_trace(&self, data: &[u8], _: &dyn FormatContext, out: &mut String) {
+        let t: IpCapture = read_record(data);
+        pretty::ip4_block(out, t.bytes(), 2);
+    }
+}
+
+/// Validates an IPv4 header; returns the total length or the error code.
+#[inline]
+pub fn check(ip: &[u8]) -> Result<u16, u16> {
+    if ip.len() < 20 {
+        return Err(ERR_TOO_SHORT);
+    }
+    if ip[0] >> 4 != 4 {
+        return Err(ERR_VERSION);
+    }
+    let ihl = ((ip[0] & 0x0f) as usize) * 4;
+    if ihl < 20 {
+        return Err(ERR_HEADER_LENGTH);
+    }
+    let total = u16::from_be_bytes([ip[2], ip[3]]);
+    if (total as usize) < ihl {
+        return Err(ERR_TOO_SHORT);
+    }
+    if total as usize > ip.len() {
+        return Err(ERR_BAD_LENGTH);
+    }
+    if checksum::checksum(&ip[..ihl]) != 0 {
+        return Err(ERR_BAD_CHECKSUM);
+    }
+    Ok(total)
+}
