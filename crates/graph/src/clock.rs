@@ -5,9 +5,14 @@ use std::time::Instant;
 /// Wall time since start, or virtual time for `simulate` (deterministic output).
 #[derive(Debug, Clone)]
 pub enum Clock {
-    Real { start: Instant },
+    Real {
+        start: Instant,
+    },
     /// Advances by `step_ns` each time a node is dispatched.
-    Virtual { now_ns: u64, step_ns: u64 },
+    Virtual {
+        now_ns: u64,
+        step_ns: u64,
+    },
 }
 
 impl Clock {

@@ -22,7 +22,7 @@ impl<R> Node<R> for ErrorDrop {
     fn process(&mut self, _rt: &mut R, ctx: &mut NodeCtx<'_>, frame: &[u32], nexts: &mut [u16]) {
         for (&bi, next) in frame.iter().zip(nexts.iter_mut()) {
             let error = ctx.pool.meta(bi).error;
-            if let Some(c) = ctx.error_counters.get_mut(error as usize) {
+            if let Some(c) = ctx.drop_counters.get_mut(error as usize) {
                 *c += 1;
             }
             ctx.trace(bi, &ErrorDropTrace { error });

@@ -52,7 +52,8 @@ struct Slot<R> {
 pub struct Graph<R> {
     slots: Vec<Slot<R>>,
     by_name: HashMap<String, u32>,
-    error_counters: Vec<u64>,
+    drop_counters: Vec<u64>,
+    event_counters: Vec<u64>,
     /// Global error index → (node index, reason).
     error_names: Vec<(u32, &'static str)>,
     inputs: Vec<u32>,
@@ -70,7 +71,8 @@ impl<R: 'static> Graph<R> {
         let mut g = Self {
             slots: Vec::new(),
             by_name: HashMap::new(),
-            error_counters: Vec::new(),
+            drop_counters: Vec::new(),
+            event_counters: Vec::new(),
             error_names: Vec::new(),
             inputs: Vec::new(),
             work: Vec::with_capacity(PENDING_CAPACITY),
@@ -82,7 +84,8 @@ impl<R: 'static> Graph<R> {
         };
         // Error index 0 means "no error recorded"; give it a reason so a drop without one is
         // still counted and named.
-        g.error_counters.push(0);
+        g.drop_counters.push(0);
+        g.event_counters.push(0);
         g.error_names.push((0, "no error"));
         if let Ok(i) = g.add_node(Box::new(ErrorDrop)) {
             g.drop_node = i;
@@ -100,9 +103,10 @@ impl<R> Graph<R> {
         }
         let index = self.slots.len() as u32;
         let error_strings = node.error_strings();
-        let error_base = self.error_counters.len() as u32;
+        let error_base = self.drop_counters.len() as u32;
         for reason in error_strings {
-            self.error_counters.push(0);
+            self.drop_counters.push(0);
+            self.event_counters.push(0);
             self.error_names.push((index, reason));
         }
         let kind = node.kind();
@@ -245,7 +249,7 @@ impl<R> Graph<R> {
         self.error_names
             .iter()
             .position(|&(i, r)| i == n && r == reason)
-            .map(|k| self.error_counters[k])
+            .map(|k| self.drop_counters[k] + self.event_counters[k])
             .unwrap_or(0)
     }
 
@@ -253,14 +257,16 @@ impl<R> Graph<R> {
     pub fn errors(&self) -> Vec<(&str, &'static str, u64)> {
         self.error_names
             .iter()
-            .zip(&self.error_counters)
-            .filter(|(_, &c)| c > 0)
-            .map(|(&(n, r), &c)| (self.slots[n as usize].name.as_str(), r, c))
+            .enumerate()
+            .map(|(k, &(n, r))| (n, r, self.drop_counters[k] + self.event_counters[k]))
+            .filter(|&(_, _, c)| c > 0)
+            .map(|(n, r, c)| (self.slots[n as usize].name.as_str(), r, c))
             .collect()
     }
 
     pub fn clear_counters(&mut self) {
-        self.error_counters.iter_mut().for_each(|c| *c = 0);
+        self.drop_counters.iter_mut().for_each(|c| *c = 0);
+        self.event_counters.iter_mut().for_each(|c| *c = 0);
         for s in &mut self.slots {
             s.stats = NodeStats::default();
         }
@@ -289,7 +295,8 @@ impl<R> Graph<R> {
                 now_ns: now,
                 node_index: i as u32,
                 error_base: slot.error_base,
-                error_counters: &mut self.error_counters,
+                drop_counters: &mut self.drop_counters,
+                event_counters: &mut self.event_counters,
                 arc_to: &slot.arc_to,
             };
             let n = slot
@@ -336,7 +343,8 @@ impl<R> Graph<R> {
             slots,
             work,
             nexts,
-            error_counters,
+            drop_counters,
+            event_counters,
             clock,
             drop_node,
             ..
@@ -356,7 +364,8 @@ impl<R> Graph<R> {
                 now_ns: now,
                 node_index: i as u32,
                 error_base: slot.error_base,
-                error_counters,
+                drop_counters,
+                event_counters,
                 arc_to: &slot.arc_to,
             };
             slot.node.process(rt, &mut ctx, chunk, &mut nexts[..n]);
@@ -402,12 +411,22 @@ impl<R> Graph<R> {
                 0.0
             }
         };
-        let _ = writeln!(out, "Thread {} {} (lcore {})", thread, thread_name(thread), thread);
+        let _ = writeln!(
+            out,
+            "Thread {} {} (lcore {})",
+            thread,
+            thread_name(thread),
+            thread
+        );
         let _ = writeln!(
             out,
             "Time {:.1}, average vectors/node {:.2}, last {} main loops {:.2} per node {:.2}",
             elapsed_s,
-            if total_calls > 0 { total_vectors as f64 / total_calls as f64 } else { 0.0 },
+            if total_calls > 0 {
+                total_vectors as f64 / total_calls as f64
+            } else {
+                0.0
+            },
             self.main_loops.min(128),
             0.0,
             0.0
@@ -429,7 +448,11 @@ impl<R> Graph<R> {
         rows.sort_by(|a, b| a.name.cmp(&b.name));
         for s in rows {
             let st = s.stats;
-            let state = if s.kind == NodeKind::Input { "polling" } else { "active" };
+            let state = if s.kind == NodeKind::Input {
+                "polling"
+            } else {
+                "active"
+            };
             let _ = writeln!(
                 out,
                 "{:<30}{:^17}{:>16}{:>16}{:>16}{:>16}{:>16.2}",
@@ -438,8 +461,16 @@ impl<R> Graph<R> {
                 st.calls,
                 st.vectors,
                 0,
-                sci(if st.vectors > 0 { st.clocks as f64 / st.vectors as f64 } else { 0.0 }),
-                if st.calls > 0 { st.vectors as f64 / st.calls as f64 } else { 0.0 }
+                sci(if st.vectors > 0 {
+                    st.clocks as f64 / st.vectors as f64
+                } else {
+                    0.0
+                }),
+                if st.calls > 0 {
+                    st.vectors as f64 / st.calls as f64
+                } else {
+                    0.0
+                }
             );
         }
         out
@@ -482,7 +513,10 @@ impl<R> Graph<R> {
                 v.push(k);
             }
         }
-        let ctx = GraphFormatContext { graph: self, inner: fctx };
+        let ctx = GraphFormatContext {
+            graph: self,
+            inner: fctx,
+        };
         let shown = n_packets.min(max);
         for (p, recs) in by_packet.iter().take(shown).enumerate() {
             let _ = write!(out, "Packet {}\n\n", p + 1);
@@ -507,6 +541,11 @@ impl<R> Graph<R> {
             out.push_str("Trace buffer full: later packets were not traced.\n");
         }
         out
+    }
+
+    /// Drops counted by `error-drop`, by global error index (see [`Graph::error_name`]).
+    pub fn drop_counters(&self) -> &[u64] {
+        &self.drop_counters
     }
 
     /// (node, reason) of a global error index.

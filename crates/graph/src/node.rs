@@ -32,10 +32,12 @@ pub struct NodeCtx<'a> {
     pub now_ns: u64,
     /// This node's index in the graph.
     pub node_index: u32,
-    /// Index of this node's first error counter in [`NodeCtx::error_counters`].
+    /// Index of this node's first error counter in the graph's counter arrays.
     pub error_base: u32,
-    /// All error counters of the graph (counted by `error-drop` and by nodes themselves).
-    pub error_counters: &'a mut [u64],
+    /// Drops by global error index, counted by `error-drop` only.
+    pub drop_counters: &'a mut [u64],
+    /// Events by global error index that nodes count without dropping (`ARP replies sent`).
+    pub event_counters: &'a mut [u64],
     /// Arc index of this node towards a node index, `u16::MAX` where there is no arc.
     pub arc_to: &'a [u16],
 }
@@ -50,7 +52,10 @@ impl NodeCtx<'_> {
     /// Counts `n` events of this node's error `code` without dropping anything.
     #[inline]
     pub fn count(&mut self, code: u16, n: u64) {
-        if let Some(c) = self.error_counters.get_mut((self.error_base + code as u32) as usize) {
+        if let Some(c) = self
+            .event_counters
+            .get_mut((self.error_base + code as u32) as usize)
+        {
             *c += n;
         }
     }

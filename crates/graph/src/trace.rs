@@ -175,7 +175,10 @@ mod tests {
     #[test]
     fn timestamp_format() {
         let mut s = String::new();
-        format_timestamp(&mut s, ((2 * 3600 + 54 * 60 + 30) * 1_000_000 + 91_783) * 1_000);
+        format_timestamp(
+            &mut s,
+            ((2 * 3600 + 54 * 60 + 30) * 1_000_000 + 91_783) * 1_000,
+        );
         assert_eq!(s, "02:54:30:091783");
     }
 

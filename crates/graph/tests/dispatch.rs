@@ -22,7 +22,13 @@ impl Node<Rt> for Input {
         vec!["missing-node".into(), "classify".into()]
     }
     fn process(&mut self, _: &mut Rt, _: &mut NodeCtx<'_>, _: &[u32], _: &mut [u16]) {}
-    fn poll(&mut self, rt: &mut Rt, ctx: &mut NodeCtx<'_>, frame: &mut [u32], nexts: &mut [u16]) -> usize {
+    fn poll(
+        &mut self,
+        rt: &mut Rt,
+        ctx: &mut NodeCtx<'_>,
+        frame: &mut [u32],
+        nexts: &mut [u16],
+    ) -> usize {
         let mut n = 0;
         while n < frame.len() && !rt.rx.is_empty() {
             let pkt = rt.rx.remove(0);
@@ -121,7 +127,10 @@ fn build() -> (Graph<Rt>, Rt, u32, u32, u32) {
     let out = g.add_node(Box::new(Output)).unwrap();
     g.connect_feature_arc(classify, &[f1, f2], out).unwrap();
     // Only feat-b is enabled on this "interface".
-    let rt = Rt { features: vec![f2, out], ..Default::default() };
+    let rt = Rt {
+        features: vec![f2, out],
+        ..Default::default()
+    };
     let _ = f1;
     (g, rt, input, classify, out)
 }
@@ -130,7 +139,10 @@ fn build() -> (Graph<Rt>, Rt, u32, u32, u32) {
 fn arcs_resolve_and_placeholders_drop() {
     let (mut g, _, input, classify, _) = build();
     // The missing node resolves to error-drop; the later-registered classify resolves to itself.
-    assert_eq!(g.next_names(input), &["missing-node".to_string(), "classify".to_string()]);
+    assert_eq!(
+        g.next_names(input),
+        &["missing-node".to_string(), "classify".to_string()]
+    );
     assert_eq!(g.arc(input, classify), Some(1));
     assert!(g.add_node(Box::new(Classify)).is_err());
 }
@@ -164,7 +176,9 @@ Packet 2\n\n00:00:00:000000: test-input\n  len 4\n00:00:00:000001: classify\n  c
     assert_eq!(g.stats(cls).calls, 1);
     assert!(g.show_errors().contains("odd packet"));
     trace.clear();
-    assert!(g.show_trace(0, &trace, &NoNames, 50).ends_with("No packets in trace buffer\n"));
+    assert!(g
+        .show_trace(0, &trace, &NoNames, 50)
+        .ends_with("No packets in trace buffer\n"));
 }
 
 #[test]

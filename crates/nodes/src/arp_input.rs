@@ -171,7 +171,12 @@ pub fn format_arp(out: &mut String, bytes: &[u8]) {
 }
 
 /// Writes an ARP request for `target` from (`mac`, `ip`) into `frame` (42 bytes).
-pub fn build_request(frame: &mut [u8], mac: MacAddr, ip: std::net::Ipv4Addr, target: std::net::Ipv4Addr) -> bool {
+pub fn build_request(
+    frame: &mut [u8],
+    mac: MacAddr,
+    ip: std::net::Ipv4Addr,
+    target: std::net::Ipv4Addr,
+) -> bool {
     if frame.len() < 42 {
         return false;
     }

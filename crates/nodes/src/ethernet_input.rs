@@ -33,7 +33,9 @@ impl<R: L3Runtime> Node<R> for EthernetInput {
     }
 
     fn next_nodes(&self) -> Vec<String> {
-        ["error-drop", "ip4-input", "arp-input"].map(String::from).to_vec()
+        ["error-drop", "ip4-input", "arp-input"]
+            .map(String::from)
+            .to_vec()
     }
 
     fn error_strings(&self) -> &'static [&'static str] {

@@ -3,7 +3,9 @@
 //! (the pod gateway on pod TAPs), quoting the original IP header + 8 bytes; rate-limited; then
 //! `ip4-lookup`. Built in place in the headroom: no allocation.
 
-use vecnet_graph::{buffer::flags, read_record, BufferMeta, FormatContext, Node, NodeCtx, INVALID, RX, TX};
+use vecnet_graph::{
+    buffer::flags, read_record, BufferMeta, FormatContext, Node, NodeCtx, INVALID, RX, TX,
+};
 use vecnet_wire::{checksum, pretty};
 
 use crate::common::{drop_with, IpCapture};

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use vecnet_graph::{read_record, FormatContext, Node, NodeCtx, CONSUMED};
+use vecnet_graph::{read_record, FormatContext, Node, NodeCtx, CONSUMED, TX};
 use vecnet_wire::{pretty, ETHERTYPE_ARP, ETHERTYPE_IPV4};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -20,16 +20,16 @@ struct OutputTrace {
     pad: [u8; 3],
 }
 
+/// The output node of one interface name; packets carry their `sw_if_index[TX]`, so an
+/// interface re-created under the same name with another index reuses the node.
 pub struct InterfaceOutput {
     node_name: String,
-    pub sw_if_index: u32,
 }
 
 impl InterfaceOutput {
-    pub fn new(ifname: &str, sw_if_index: u32) -> Self {
+    pub fn new(ifname: &str) -> Self {
         Self {
             node_name: format!("{ifname}-output"),
-            sw_if_index,
         }
     }
 }
@@ -40,12 +40,19 @@ impl<R: L3Runtime> Node<R> for InterfaceOutput {
     }
 
     fn process(&mut self, rt: &mut R, ctx: &mut NodeCtx<'_>, frame: &[u32], nexts: &mut [u16]) {
+        let (_, st) = rt.l3();
         for &bi in frame {
-            if ctx.pool.meta(bi).is_traced() {
+            let m = ctx.pool.meta(bi);
+            let tx = m.sw_if_index[TX];
+            if let Some(c) = st.if_counters.get_mut(tx as usize) {
+                c.tx_packets += 1;
+                c.tx_bytes += m.current_length as u64;
+            }
+            if m.is_traced() {
                 let d = ctx.pool.data(bi);
                 let n = d.len().min(CAPTURE);
                 let mut rec = OutputTrace {
-                    sw_if_index: self.sw_if_index,
+                    sw_if_index: tx,
                     len: n as u8,
                     frame: [0; CAPTURE],
                     pad: [0; 3],
@@ -55,8 +62,17 @@ impl<R: L3Runtime> Node<R> for InterfaceOutput {
             }
         }
         nexts.iter_mut().for_each(|n| *n = CONSUMED);
-        let (_, st) = rt.l3();
-        st.device.tx_burst(self.sw_if_index, ctx.pool, frame);
+        // Hand over runs of packets for the same interface in one call.
+        let mut start = 0;
+        while start < frame.len() {
+            let tx = ctx.pool.meta(frame[start]).sw_if_index[TX];
+            let mut end = start + 1;
+            while end < frame.len() && ctx.pool.meta(frame[end]).sw_if_index[TX] == tx {
+                end += 1;
+            }
+            st.device.tx_burst(tx, ctx.pool, &frame[start..end]);
+            start = end;
+        }
     }
 
     fn format_trace(&self, data: &[u8], fctx: &dyn FormatContext, out: &mut String) {

@@ -6,7 +6,9 @@ use vecnet_graph::{FormatContext, Node, NodeCtx, TX};
 use crate::common::{drop_with, has_tx};
 use crate::config::Dpo;
 use crate::icmp_error::{set_icmp_error, CODE_PORT_UNREACH, ICMP_DEST_UNREACH};
-use crate::ip4_lookup::{format_lookup_trace, resolve, LookupTrace, LOOKUP_ERRORS, LOOKUP_NEXTS, NEXT_DROP};
+use crate::ip4_lookup::{
+    format_lookup_trace, resolve, LookupTrace, LOOKUP_ERRORS, LOOKUP_NEXTS, NEXT_DROP,
+};
 use crate::runtime::L3Runtime;
 
 pub struct Ip4LoadBalance;
@@ -29,7 +31,11 @@ impl<R: L3Runtime> Node<R> for Ip4LoadBalance {
         for (&bi, next) in frame.iter().zip(nexts.iter_mut()) {
             let m = *ctx.pool.meta(bi);
             // VPP prints the TX slot here when set (after vxlan4-encap: the tunnel).
-            let fib = if has_tx(m.sw_if_index[TX]) { m.sw_if_index[TX] } else { m.fib_index };
+            let fib = if has_tx(m.sw_if_index[TX]) {
+                m.sw_if_index[TX]
+            } else {
+                m.fib_index
+            };
             let ip = ctx.pool.data(bi);
             match resolve(cfg, m.adj_index, ip, m.flow_hash, true) {
                 Ok((n, dpo_idx, adj, hash, dpo)) => {

@@ -150,7 +150,7 @@ impl<R: L3Runtime> Node<R> for Ip4Lookup {
     }
 
     fn process(&mut self, rt: &mut R, ctx: &mut NodeCtx<'_>, frame: &[u32], nexts: &mut [u16]) {
-        let (cfg, _) = rt.l3();
+        let (cfg, st) = rt.l3();
         let mut chunks = frame.chunks_exact(4);
         let mut k = 0;
         // Quad loop: four independent trie walks overlap their memory loads.
@@ -159,7 +159,11 @@ impl<R: L3Runtime> Node<R> for Ip4Lookup {
             let mut fibs = [0u32; 4];
             for j in 0..4 {
                 let (m, ip) = (ctx.pool.meta(quad[j]), ctx.pool.data(quad[j]));
-                fibs[j] = if has_tx(m.sw_if_index[TX]) { m.sw_if_index[TX] } else { m.fib_index };
+                fibs[j] = if has_tx(m.sw_if_index[TX]) {
+                    m.sw_if_index[TX]
+                } else {
+                    m.fib_index
+                };
                 dsts[j] = dst_of(ip);
             }
             let lbs = if fibs.iter().all(|&f| f == fibs[0]) {
@@ -179,12 +183,21 @@ impl<R: L3Runtime> Node<R> for Ip4Lookup {
             };
             for j in 0..4 {
                 nexts[k] = finish(cfg, ctx, quad[j], fibs[j], lbs[j]);
+                count_lb(
+                    &mut st.lb_counters,
+                    lbs[j],
+                    ctx.pool.meta(quad[j]).current_length,
+                );
                 k += 1;
             }
         }
         for &bi in chunks.remainder() {
             let m = ctx.pool.meta(bi);
-            let fib = if has_tx(m.sw_if_index[TX]) { m.sw_if_index[TX] } else { m.fib_index };
+            let fib = if has_tx(m.sw_if_index[TX]) {
+                m.sw_if_index[TX]
+            } else {
+                m.fib_index
+            };
             let dst = dst_of(ctx.pool.data(bi));
             let lb = cfg
                 .fib
@@ -193,12 +206,21 @@ impl<R: L3Runtime> Node<R> for Ip4Lookup {
                 .map(|t| t.lookup(dst))
                 .unwrap_or(cfg.fib.drop_lb);
             nexts[k] = finish(cfg, ctx, bi, fib, lb);
+            count_lb(&mut st.lb_counters, lb, ctx.pool.meta(bi).current_length);
             k += 1;
         }
     }
 
     fn format_trace(&self, data: &[u8], _: &dyn FormatContext, out: &mut String) {
         format_lookup_trace(data, out);
+    }
+}
+
+#[inline]
+fn count_lb(counters: &mut [(u64, u64)], lb: u32, len: u16) {
+    if let Some(c) = counters.get_mut(lb as usize) {
+        c.0 += 1;
+        c.1 += len as u64;
     }
 }
 
@@ -224,7 +246,12 @@ fn finish(cfg: &L3Config, ctx: &mut NodeCtx<'_>, bi: u32, fib: u32, lb: u32) -> 
             m.flow_hash = hash;
             if dpo == Dpo::Reject {
                 ctx.count(ERR_REJECT, 1);
-                set_icmp_error(ctx.pool.meta_mut(bi), ICMP_DEST_UNREACH, CODE_PORT_UNREACH, 0);
+                set_icmp_error(
+                    ctx.pool.meta_mut(bi),
+                    ICMP_DEST_UNREACH,
+                    CODE_PORT_UNREACH,
+                    0,
+                );
             }
             next
         }

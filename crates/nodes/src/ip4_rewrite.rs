@@ -90,7 +90,12 @@ impl<R: L3Runtime> Node<R> for Ip4Rewrite {
             }
             if ip.len() > adj.mtu as usize && m.flags & flags::GSO == 0 {
                 if ip[6] & 0x40 != 0 {
-                    set_icmp_error(ctx.pool.meta_mut(bi), ICMP_DEST_UNREACH, CODE_FRAG_NEEDED, adj.mtu);
+                    set_icmp_error(
+                        ctx.pool.meta_mut(bi),
+                        ICMP_DEST_UNREACH,
+                        CODE_FRAG_NEEDED,
+                        adj.mtu,
+                    );
                     *next = NEXT_ICMP_ERROR;
                 } else {
                     *next = drop_with(ctx, bi, ERR_MTU, NEXT_DROP);

@@ -16,6 +16,8 @@ pub trait DeviceIo: Send {
     fn rx_burst(&mut self, pool: &mut BufferPool, out: &mut [u32]) -> usize;
     /// Sends the buffers (Ethernet frames) on `sw_if_index` and frees them.
     fn tx_burst(&mut self, sw_if_index: u32, pool: &mut BufferPool, bufs: &[u32]);
+    /// For tests and `simulate`, which reach their concrete device through this.
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
 }
 
 /// A dynamic neighbour learned from ARP.
@@ -92,8 +94,21 @@ impl RateLimiter {
     }
 }
 
+/// Per-interface packet counters (`show interface`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IfCounters {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+}
+
 /// Per-worker mutable L2/L3 state.
 pub struct L3State {
+    /// By `sw_if_index`.
+    pub if_counters: Vec<IfCounters>,
+    /// Packets and bytes through each load-balance (`show ip fib` `to:[p:b]`).
+    pub lb_counters: Vec<(u64, u64)>,
     /// Rewrite cache by adjacency index, rebuilt when the configuration epoch changes.
     pub rewrites: Vec<Rewrite>,
     /// Dynamic neighbours: (sw_if_index, ip) → MAC.
@@ -107,6 +122,8 @@ pub struct L3State {
 impl L3State {
     pub fn new(device: Box<dyn DeviceIo>) -> Self {
         Self {
+            if_counters: Vec::new(),
+            lb_counters: Vec::new(),
             rewrites: Vec::new(),
             neighbours: HashMap::new(),
             device,
@@ -123,6 +140,14 @@ impl L3State {
             return;
         }
         self.epoch = cfg.epoch;
+        // Counters survive reconfiguration; only grow them.
+        if self.if_counters.len() < cfg.interfaces.len() {
+            self.if_counters
+                .resize(cfg.interfaces.len(), IfCounters::default());
+        }
+        if self.lb_counters.len() < cfg.fib.load_balances.len() {
+            self.lb_counters.resize(cfg.fib.load_balances.len(), (0, 0));
+        }
         for (&k, &mac) in &cfg.seeded_neighbours {
             self.neighbours.entry(k).or_insert(Neighbour {
                 mac,
@@ -130,7 +155,8 @@ impl L3State {
             });
         }
         self.rewrites.clear();
-        self.rewrites.resize(cfg.fib.adjacencies.len(), Rewrite::default());
+        self.rewrites
+            .resize(cfg.fib.adjacencies.len(), Rewrite::default());
         for (i, adj) in cfg.fib.adjacencies.iter().enumerate() {
             let mac = adj.static_mac.or_else(|| {
                 self.neighbours
@@ -147,7 +173,14 @@ impl L3State {
     }
 
     /// Records a learned neighbour and completes the adjacencies that wait for it.
-    pub fn learn(&mut self, cfg: &L3Config, sw_if_index: u32, ip: Ipv4Addr, mac: MacAddr, now_ns: u64) {
+    pub fn learn(
+        &mut self,
+        cfg: &L3Config,
+        sw_if_index: u32,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+        now_ns: u64,
+    ) {
         self.neighbours.insert(
             (sw_if_index, ip),
             Neighbour {

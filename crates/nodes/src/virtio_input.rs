@@ -3,7 +3,9 @@
 
 use std::fmt::Write;
 
-use vecnet_graph::{buffer::flags, read_record, FormatContext, Node, NodeCtx, NodeKind, VirtioNetHdr};
+use vecnet_graph::{
+    buffer::flags, read_record, FormatContext, Node, NodeCtx, NodeKind, VirtioNetHdr,
+};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::runtime::L3Runtime;
@@ -48,13 +50,26 @@ impl<R: L3Runtime> Node<R> for VirtioInput {
 
     fn process(&mut self, _: &mut R, _: &mut NodeCtx<'_>, _: &[u32], _: &mut [u16]) {}
 
-    fn poll(&mut self, rt: &mut R, ctx: &mut NodeCtx<'_>, frame: &mut [u32], nexts: &mut [u16]) -> usize {
+    fn poll(
+        &mut self,
+        rt: &mut R,
+        ctx: &mut NodeCtx<'_>,
+        frame: &mut [u32],
+        nexts: &mut [u16],
+    ) -> usize {
         let (_, st) = rt.l3();
         let n = st.device.rx_burst(ctx.pool, frame);
         let tracing = ctx.trace.any_quota();
         for (&bi, next) in frame[..n].iter().zip(nexts.iter_mut()) {
             *next = NEXT_ETHERNET_INPUT;
             let m = ctx.pool.meta_mut(bi);
+            if let Some(c) = st
+                .if_counters
+                .get_mut(m.sw_if_index[vecnet_graph::RX] as usize)
+            {
+                c.rx_packets += 1;
+                c.rx_bytes += m.current_length as u64;
+            }
             if m.vnet_hdr.flags & VirtioNetHdr::F_NEEDS_CSUM != 0 {
                 m.flags |= flags::OFFLOAD_CSUM;
             }
