@@ -1,1 +1,39 @@
-fn main() {}
+//! `vecnetd`: the vecnet node daemon (data plane + agent).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod simulate;
+
+#[derive(Parser)]
+#[command(name = "vecnetd", version, about = "vecnet node daemon: vector data plane and Kubernetes agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Push the frames of a scenario through the data plane offline; print tx frames, drops and
+    /// the packet trace as one JSON object.
+    Simulate(simulate::Args),
+    /// Measure the routed path on one core with a packet generator (not a test).
+    Bench(bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.command {
+        Command::Simulate(a) => simulate::run(a),
+        Command::Bench(a) => bench::run(a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vecnetd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
