@@ -1,1 +1,8 @@
-//! placeholder
+//! vecnet agent: the control-plane side of a vecnet node (Contiv-VPP model).
+//!
+//! It turns the cluster's object model and this node's configuration into the
+//! desired state of the data plane. Module [`ipam`] holds the addressing plan
+//! (per-node subnets, gateway, NAT loopback, node and BVI addresses), pod IP
+//! allocation and interface MAC derivation.
+
+pub mod ipam;

@@ -11,7 +11,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 use crate::common::{drop_with, has_tx, IpCapture, IP_CAPTURE};
 use crate::config::{Dpo, L3Config};
 use crate::icmp_error::{set_icmp_error, CODE_PORT_UNREACH, ICMP_DEST_UNREACH};
-use crate::runtime::L3Runtime;
+use crate::runtime::{L3Runtime, L3State};
 
 pub(crate) const NEXT_DROP: u16 = 0;
 pub(crate) const NEXT_REWRITE: u16 = 1;
@@ -19,14 +19,16 @@ pub(crate) const NEXT_LOAD_BALANCE: u16 = 2;
 pub(crate) const NEXT_LOCAL: u16 = 3;
 pub(crate) const NEXT_ICMP_ERROR: u16 = 4;
 pub(crate) const NEXT_GLEAN: u16 = 5;
+pub(crate) const NEXT_ARP: u16 = 6;
 
-pub(crate) const LOOKUP_NEXTS: [&str; 6] = [
+pub(crate) const LOOKUP_NEXTS: [&str; 7] = [
     "error-drop",
     "ip4-rewrite",
     "ip4-load-balance",
     "ip4-local",
     "ip4-icmp-error",
     "ip4-glean",
+    "ip4-arp",
 ];
 
 const ERR_DROP_ROUTE: u16 = 0;
@@ -182,7 +184,7 @@ impl<R: L3Runtime> Node<R> for Ip4Lookup {
                 [one(0), one(1), one(2), one(3)]
             };
             for j in 0..4 {
-                nexts[k] = finish(cfg, ctx, quad[j], fibs[j], lbs[j]);
+                nexts[k] = finish(cfg, st, ctx, quad[j], fibs[j], lbs[j]);
                 count_lb(
                     &mut st.lb_counters,
                     lbs[j],
@@ -205,7 +207,7 @@ impl<R: L3Runtime> Node<R> for Ip4Lookup {
                 .table(fib)
                 .map(|t| t.lookup(dst))
                 .unwrap_or(cfg.fib.drop_lb);
-            nexts[k] = finish(cfg, ctx, bi, fib, lb);
+            nexts[k] = finish(cfg, st, ctx, bi, fib, lb);
             count_lb(&mut st.lb_counters, lb, ctx.pool.meta(bi).current_length);
             k += 1;
         }
@@ -233,10 +235,18 @@ fn dst_of(ip: &[u8]) -> u32 {
 }
 
 #[inline]
-fn finish(cfg: &L3Config, ctx: &mut NodeCtx<'_>, bi: u32, fib: u32, lb: u32) -> u16 {
+fn finish(cfg: &L3Config, st: &L3State, ctx: &mut NodeCtx<'_>, bi: u32, fib: u32, lb: u32) -> u16 {
     let ip = ctx.pool.data(bi);
     match resolve(cfg, lb, ip, 0, false) {
         Ok((next, dpo_idx, adj, hash, dpo)) => {
+            // An adjacency whose neighbour is not resolved yet leads to ip4-arp, as VPP's
+            // incomplete adjacencies do.
+            let next = match dpo {
+                Dpo::Adjacency(a) if !st.rewrites.get(a as usize).is_some_and(|r| r.valid) => {
+                    NEXT_ARP
+                }
+                _ => next,
+            };
             if ctx.pool.meta(bi).is_traced() {
                 let rec = LookupTrace::new(fib, dpo_idx, hash, ctx.pool.data(bi));
                 ctx.trace(bi, &rec);

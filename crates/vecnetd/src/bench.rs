@@ -9,8 +9,8 @@ use anyhow::{anyhow, Result};
 use vecnet_graph::{clock::cpu_clocks, Clock};
 use vecnet_nodes::{DeviceIo, InterfaceKind};
 use vecnet_vswitch::{
-    Dataplane, DataplaneConfig, DataplaneOptions, InterfaceConfig, NeighbourConfig, PacketGenerator,
-    Path, RouteConfig,
+    Dataplane, DataplaneConfig, DataplaneOptions, InterfaceConfig, NeighbourConfig,
+    PacketGenerator, Path, RouteConfig,
 };
 use vecnet_wire::MacAddr;
 
@@ -75,7 +75,14 @@ pub fn config(flows: u32) -> DataplaneConfig {
         mac: MacAddr([0x3e, 0x1b, 0x70, 0x2d, 0x4d, 0x51]),
     });
     for i in 0..flows {
-        cfg.routes.push(RouteConfig::new(dst(i), 32, Path::Attached { next_hop: nh, sw_if_index: 2 }));
+        cfg.routes.push(RouteConfig::new(
+            dst(i),
+            32,
+            Path::Attached {
+                next_hop: nh,
+                sw_if_index: 2,
+            },
+        ));
     }
     cfg
 }
@@ -128,12 +135,23 @@ fn routed(packets: u64, flows: u32) -> Result<(Sample, String)> {
         .map(|p| p.sent_packets)
         .unwrap_or(0);
     if sent < n {
-        return Err(anyhow!("only {sent} of {n} packets reached the output: the routed path dropped packets"));
+        return Err(anyhow!(
+            "only {sent} of {n} packets reached the output: the routed path dropped packets"
+        ));
     }
     let mut graph_clocks = 0u64;
     let (mut calls, mut vectors) = (0u64, 0u64);
-    for name in ["ethernet-input", "ip4-input", "ip4-lookup", "ip4-rewrite", "tap0-output"] {
-        let i = dp.graph.node_index(name).ok_or_else(|| anyhow!("no node {name}"))?;
+    for name in [
+        "ethernet-input",
+        "ip4-input",
+        "ip4-lookup",
+        "ip4-rewrite",
+        "tap0-output",
+    ] {
+        let i = dp
+            .graph
+            .node_index(name)
+            .ok_or_else(|| anyhow!("no node {name}"))?;
         let s = dp.graph.stats(i);
         graph_clocks += s.clocks;
         calls += s.calls;
@@ -196,14 +214,25 @@ pub fn run(a: Args) -> Result<()> {
     }
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown".into());
     let b_cyc = median(base.iter().map(|s| s.cycles_per_packet).collect());
     let r_cyc = median(rt.iter().map(|s| s.cycles_per_packet).collect());
     let g_clk = median(rt.iter().map(|s| s.graph_clocks_per_packet).collect());
-    println!("vecnetd bench: routed path, {} packets x {} runs, {} flows, 60-byte frames, 1 core", a.packets, runs, a.flows);
+    println!(
+        "vecnetd bench: routed path, {} packets x {} runs, {} flows, 60-byte frames, 1 core",
+        a.packets, runs, a.flows
+    );
     println!("cpu: {cpu}");
-    println!("baseline (generator + null sink only): {:.2} Mpps, {:.1} cycles/packet", median(base.iter().map(|s| s.mpps).collect()), b_cyc);
+    println!(
+        "baseline (generator + null sink only): {:.2} Mpps, {:.1} cycles/packet",
+        median(base.iter().map(|s| s.mpps).collect()),
+        b_cyc
+    );
     println!(
         "routed path: {:.2} Mpps, {:.1} cycles/packet in all, graph {:.1} clocks/packet (ethernet-input..output), {:.1} vectors/call",
         median(rt.iter().map(|s| s.mpps).collect()),
@@ -211,7 +240,11 @@ pub fn run(a: Args) -> Result<()> {
         g_clk,
         median(rt.iter().map(|s| s.vectors_per_call).collect())
     );
-    println!("routed minus baseline: {:.1} cycles/packet; routed / baseline = {:.2}", r_cyc - b_cyc, r_cyc / b_cyc);
+    println!(
+        "routed minus baseline: {:.1} cycles/packet; routed / baseline = {:.2}",
+        r_cyc - b_cyc,
+        r_cyc / b_cyc
+    );
     println!("\nshow runtime of the last run:\n{last_runtime}");
     Ok(())
 }

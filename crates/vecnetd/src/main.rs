@@ -8,7 +8,11 @@ mod bench;
 mod simulate;
 
 #[derive(Parser)]
-#[command(name = "vecnetd", version, about = "vecnet node daemon: vector data plane and Kubernetes agent")]
+#[command(
+    name = "vecnetd",
+    version,
+    about = "vecnet node daemon: vector data plane and Kubernetes agent"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -141,7 +141,12 @@ pub fn run(a: Args) -> Result<()> {
         (None, Some(s)) => (
             format!("builtin:{s}"),
             builtin(s)
-                .ok_or_else(|| anyhow!("no built-in scenario {s:?} (have: {})", BUILTINS.iter().map(|b| b.0).collect::<Vec<_>>().join(", ")))?
+                .ok_or_else(|| {
+                    anyhow!(
+                        "no built-in scenario {s:?} (have: {})",
+                        BUILTINS.iter().map(|b| b.0).collect::<Vec<_>>().join(", ")
+                    )
+                })?
                 .to_string(),
         ),
         (None, None) => bail!("give a scenario file or --scenario NAME"),
@@ -199,7 +204,14 @@ pub fn simulate_text(
     };
     for (sw, frame) in &plan.frames {
         let before = dp.graph.drop_counters().to_vec();
-        mem(&mut dp).push(*sw, frame.clone(), VirtioNetHdr { num_buffers: 1, ..Default::default() });
+        mem(&mut dp).push(
+            *sw,
+            frame.clone(),
+            VirtioNetHdr {
+                num_buffers: 1,
+                ..Default::default()
+            },
+        );
         dp.run_once();
         for s in mem(&mut dp).take_sent() {
             out.tx.push(TxOut {
@@ -207,9 +219,18 @@ pub fn simulate_text(
                 frame: hex(&s.frame),
             });
         }
-        for (k, (&after, &b)) in dp.graph.drop_counters().iter().zip(before.iter().chain(std::iter::repeat(&0))).enumerate() {
+        for (k, (&after, &b)) in dp
+            .graph
+            .drop_counters()
+            .iter()
+            .zip(before.iter().chain(std::iter::repeat(&0)))
+            .enumerate()
+        {
             for _ in b..after {
-                let (node, reason) = dp.graph.error_name(k as u32).unwrap_or(("unknown", "unknown"));
+                let (node, reason) = dp
+                    .graph
+                    .error_name(k as u32)
+                    .unwrap_or(("unknown", "unknown"));
                 out.drops.push(DropOut {
                     node: node.to_string(),
                     error: reason.to_string(),
@@ -279,7 +300,8 @@ pub fn plan(sc: &Scenario) -> Result<Plan> {
             KindSpec::Host => MacAddr([0x02, 0x23, 0x45, 0x67, 0x89, 0x42]),
             KindSpec::VxlanBvi => MacAddr(vecnet_agent::ipam::bvi_mac(sc.node.id)),
             _ => {
-                let (_, dp_side) = vecnet_agent::ipam::pod_macs(spec.pod.as_deref().unwrap_or(&spec.name), "eth0");
+                let (_, dp_side) =
+                    vecnet_agent::ipam::pod_macs(spec.pod.as_deref().unwrap_or(&spec.name), "eth0");
                 MacAddr(dp_side)
             }
         });
@@ -299,31 +321,79 @@ pub fn plan(sc: &Scenario) -> Result<Plan> {
                 ic.ip4 = vec![(ipam.host_vpp_ip, ipam.host_subnet.len)];
                 if let Some(peer) = spec.peer_mac {
                     // The host side is a dynamic neighbour; the scenario starts with it learned.
-                    cfg.seeded_neighbours.push(NeighbourConfig { sw_if_index: sw, ip: ipam.host_linux_ip, mac: peer });
+                    cfg.seeded_neighbours.push(NeighbourConfig {
+                        sw_if_index: sw,
+                        ip: ipam.host_linux_ip,
+                        mac: peer,
+                    });
                 }
+                // The host side's own /32, as VPP's attached-host entry once ARP resolves it.
+                cfg.routes.push(RouteConfig::new(
+                    ipam.host_linux_ip,
+                    32,
+                    Path::Attached {
+                        next_hop: ipam.host_linux_ip,
+                        sw_if_index: sw,
+                    },
+                ));
                 for &h in &spec.host_ips {
-                    cfg.routes.push(RouteConfig::new(h, 32, Path::Attached { next_hop: ipam.host_linux_ip, sw_if_index: sw }));
+                    cfg.routes.push(RouteConfig::new(
+                        h,
+                        32,
+                        Path::Attached {
+                            next_hop: ipam.host_linux_ip,
+                            sw_if_index: sw,
+                        },
+                    ));
                 }
             }
             KindSpec::Pod => {
                 only("host_ips", !spec.host_ips.is_empty(), "host")?;
-                let ip = spec.ip.ok_or_else(|| anyhow!("{}: a pod interface needs its pod IP", at("ip")))?;
-                if !ipam.pod_subnet.contains(ip) || ip == ipam.pod_gateway || ip == ipam.nat_loopback || ip == ipam.pod_subnet.network() || ip == ipam.pod_subnet.broadcast() {
-                    bail!("{}: {ip} is not a pod address of node {} ({})", at("ip"), sc.node.id, ipam.pod_subnet);
+                let ip = spec
+                    .ip
+                    .ok_or_else(|| anyhow!("{}: a pod interface needs its pod IP", at("ip")))?;
+                if !ipam.pod_subnet.contains(ip)
+                    || ip == ipam.pod_gateway
+                    || ip == ipam.nat_loopback
+                    || ip == ipam.pod_subnet.network()
+                    || ip == ipam.pod_subnet.broadcast()
+                {
+                    bail!(
+                        "{}: {ip} is not a pod address of node {} ({})",
+                        at("ip"),
+                        sc.node.id,
+                        ipam.pod_subnet
+                    );
                 }
                 if !seen_ips.insert(ip) {
                     bail!("{}: pod IP {ip} is used twice", at("ip"));
                 }
                 ic.ip4 = vec![(ipam.pod_gateway, 32)];
-                let peer = spec.peer_mac.unwrap_or(MacAddr(vecnet_agent::ipam::FIXED_POD_MAC));
-                cfg.static_neighbours.push(NeighbourConfig { sw_if_index: sw, ip, mac: peer });
-                cfg.routes.push(RouteConfig::new(ip, 32, Path::Attached { next_hop: ip, sw_if_index: sw }));
+                let peer = spec
+                    .peer_mac
+                    .unwrap_or(MacAddr(vecnet_agent::ipam::FIXED_POD_MAC));
+                cfg.static_neighbours.push(NeighbourConfig {
+                    sw_if_index: sw,
+                    ip,
+                    mac: peer,
+                });
+                cfg.routes.push(RouteConfig::new(
+                    ip,
+                    32,
+                    Path::Attached {
+                        next_hop: ip,
+                        sw_if_index: sw,
+                    },
+                ));
             }
             KindSpec::Uplink => {
                 only("ip", spec.ip.is_some(), "pod")?;
                 ic.ip4 = vec![(ipam.node_ip.addr, ipam.node_ip.len)];
                 if let Some(peer) = spec.peer_mac {
-                    bail!("{}: {peer}: uplink neighbours are learned by ARP", at("peer_mac"));
+                    bail!(
+                        "{}: {peer}: uplink neighbours are learned by ARP",
+                        at("peer_mac")
+                    );
                 }
             }
             KindSpec::VxlanBvi => {
@@ -334,9 +404,21 @@ pub fn plan(sc: &Scenario) -> Result<Plan> {
         cfg.interfaces.push(ic);
     }
     // Unknown pod IPs and Service VIPs never leak to the default route (SYSTEM.md 3.2).
-    cfg.routes.push(RouteConfig::new(ipam.pod_cidr.network(), ipam.pod_cidr.len, Path::Drop));
-    cfg.routes.push(RouteConfig::new(ipam.pod_subnet.network(), ipam.pod_subnet.len, Path::Drop));
-    cfg.routes.push(RouteConfig::new(ipam.service_cidr.network(), ipam.service_cidr.len, Path::Reject));
+    cfg.routes.push(RouteConfig::new(
+        ipam.pod_cidr.network(),
+        ipam.pod_cidr.len,
+        Path::Drop,
+    ));
+    cfg.routes.push(RouteConfig::new(
+        ipam.pod_subnet.network(),
+        ipam.pod_subnet.len,
+        Path::Drop,
+    ));
+    cfg.routes.push(RouteConfig::new(
+        ipam.service_cidr.network(),
+        ipam.service_cidr.len,
+        Path::Reject,
+    ));
 
     let mut frames = Vec::new();
     for (k, p) in sc.packets.iter().enumerate() {
@@ -345,14 +427,28 @@ pub fn plan(sc: &Scenario) -> Result<Plan> {
             .ok_or_else(|| anyhow!("packets[{k}].rx: unknown interface {:?}", p.rx))?;
         let bytes = parse_hex(&p.frame).map_err(|e| anyhow!("packets[{k}].frame: {e}"))?;
         if bytes.len() > vecnet_graph::buffer::DATA_SIZE {
-            bail!("packets[{k}].frame: {} bytes is more than a buffer holds ({})", bytes.len(), vecnet_graph::buffer::DATA_SIZE);
+            bail!(
+                "packets[{k}].frame: {} bytes is more than a buffer holds ({})",
+                bytes.len(),
+                vecnet_graph::buffer::DATA_SIZE
+            );
         }
         frames.push((sw, bytes));
     }
-    Ok(Plan { config: cfg, frames })
+    Ok(Plan {
+        config: cfg,
+        frames,
+    })
 }
 
-const KNOWN_KINDS: [&str; 6] = ["Namespace", "Pod", "Service", "EndpointSlice", "NetworkPolicy", "Endpoints"];
+const KNOWN_KINDS: [&str; 6] = [
+    "Namespace",
+    "Pod",
+    "Service",
+    "EndpointSlice",
+    "NetworkPolicy",
+    "Endpoints",
+];
 
 /// Objects are checked for shape; their rendering (Services, NetworkPolicies) is not built yet,
 /// so each is reported rather than silently ignored.
@@ -364,14 +460,19 @@ fn object_warnings(objects: &[serde_json::Value]) -> Result<Vec<String>> {
             .and_then(|v| v.as_str())
             .ok_or_else(|| anyhow!("objects[{k}].kind: missing"))?;
         if !KNOWN_KINDS.contains(&kind) {
-            bail!("objects[{k}].kind: unsupported kind {kind:?} (expected one of {})", KNOWN_KINDS.join(", "));
+            bail!(
+                "objects[{k}].kind: unsupported kind {kind:?} (expected one of {})",
+                KNOWN_KINDS.join(", ")
+            );
         }
         let meta = o.get("metadata");
         let name = meta
             .and_then(|m| m.get("name"))
             .and_then(|v| v.as_str())
             .ok_or_else(|| anyhow!("objects[{k}].metadata.name: missing"))?;
-        let ns = meta.and_then(|m| m.get("namespace")).and_then(|v| v.as_str());
+        let ns = meta
+            .and_then(|m| m.get("namespace"))
+            .and_then(|v| v.as_str());
         let id = match ns {
             Some(ns) => format!("{ns}/{name}"),
             None => name.to_string(),
@@ -382,7 +483,10 @@ fn object_warnings(objects: &[serde_json::Value]) -> Result<Vec<String>> {
 }
 
 fn parse_hex(s: &str) -> Result<Vec<u8>> {
-    let digits: String = s.chars().filter(|c| !c.is_whitespace() && *c != ':').collect();
+    let digits: String = s
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != ':')
+        .collect();
     if digits.is_empty() {
         bail!("empty frame");
     }
@@ -428,7 +532,10 @@ const BUILTINS: &[(&str, &str)] = &[
     ("pod-to-host", include_str!("../scenarios/pod-to-host.yaml")),
     ("host-to-pod", include_str!("../scenarios/host-to-pod.yaml")),
     ("pod-to-pod", include_str!("../scenarios/pod-to-pod.yaml")),
-    ("ping-gateway", include_str!("../scenarios/ping-gateway.yaml")),
+    (
+        "ping-gateway",
+        include_str!("../scenarios/ping-gateway.yaml"),
+    ),
 ];
 
 fn builtin(name: &str) -> Option<&'static str> {
@@ -442,7 +549,10 @@ mod tests {
     #[test]
     fn clock_parsing() {
         assert_eq!(parse_clock("00:00:00").unwrap(), 0);
-        assert_eq!(parse_clock("02:54:30.091783").unwrap(), ((2 * 3600 + 54 * 60 + 30) * 1_000_000 + 91_783) * 1000);
+        assert_eq!(
+            parse_clock("02:54:30.091783").unwrap(),
+            ((2 * 3600 + 54 * 60 + 30) * 1_000_000 + 91_783) * 1000
+        );
         assert!(parse_clock("1:2").is_err());
         assert!(parse_clock("00:61:00").is_err());
     }
