@@ -204,13 +204,14 @@ pub enum IpamError {
         slices: u64,
     },
     #[error(
-        "ipam.nodeID: node ID {node_id} has no host address in ipam.{knob} {cidr} \
-         (usable host numbers are 1..={max_host}{skip})"
+        "ipam.nodeID: node ID {node_id} has no address in ipam.{knob} {cidr}: it would be \
+         host #{host}{skip}, but the usable hosts are #1..=#{max_host}"
     )]
     NoNodeAddress {
         node_id: u32,
         knob: &'static str,
         cidr: Cidr,
+        host: u64,
         max_host: u64,
         /// Explains the defaultGateway skip when it moved the address.
         skip: &'static str,
@@ -716,13 +717,14 @@ fn node_address(
         let gw_host = u64::from(u32::from(gw) & !cidr.mask());
         if gw_host <= host {
             host += 1;
-            skip = ", after skipping ipam.defaultGateway";
+            skip = " (moved up one to skip ipam.defaultGateway)";
         }
     }
     let err = IpamError::NoNodeAddress {
         node_id,
         knob,
         cidr,
+        host,
         max_host,
         skip,
     };
@@ -890,17 +892,17 @@ impl PodAllocator {
             return Ok(Ipv4Addr::from(*ip));
         }
         let Some((lo, hi)) = self.usable else {
-            return Err(IpamError::NoPodAddresses {
-                subnet: self.slice,
-            });
+            return Err(IpamError::NoPodAddresses { subnet: self.slice });
         };
         let start = match self.cursor {
             Some(c) if (lo..hi).contains(&c) => c + 1,
             _ => lo,
         };
-        let found = self
-            .first_free(start, hi)
-            .or_else(|| (start > lo).then(|| self.first_free(lo, start - 1)).flatten());
+        let found = self.first_free(start, hi).or_else(|| {
+            (start > lo)
+                .then(|| self.first_free(lo, start - 1))
+                .flatten()
+        });
         let Some(ip) = found else {
             return Err(IpamError::Exhausted {
                 subnet: self.slice,
@@ -1137,11 +1139,16 @@ mod tests {
         assert_eq!(s(1).unwrap().to_string(), "10.1.1.0/24");
         assert_eq!(s(255).unwrap().to_string(), "10.1.255.0/24");
         assert_eq!(s(256).unwrap().to_string(), "10.1.0.0/24");
-        assert!(matches!(s(257), Err(IpamError::NodeIdTooLarge { slices: 256, .. })));
+        assert!(matches!(
+            s(257),
+            Err(IpamError::NodeIdTooLarge { slices: 256, .. })
+        ));
         // /0 split into /32: 2^32 slices, larger than any u32 ID.
         let all: Cidr = "0.0.0.0/0".parse().unwrap();
         assert_eq!(
-            node_slice(all, 32, u32::MAX, K_POD, K_POD_LEN).unwrap().addr,
+            node_slice(all, 32, u32::MAX, K_POD, K_POD_LEN)
+                .unwrap()
+                .addr,
             Ipv4Addr::new(255, 255, 255, 255)
         );
     }

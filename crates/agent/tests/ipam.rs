@@ -150,7 +150,10 @@ fn config_serde_round_trip_uses_spec_names() {
     assert_eq!(back, c);
     let yaml = serde_yaml_ng::to_string(&IpamConfig::default()).unwrap();
     assert!(!yaml.contains("defaultGateway"), "{yaml}");
-    assert_eq!(serde_yaml_ng::from_str::<IpamConfig>(&yaml).unwrap(), IpamConfig::default());
+    assert_eq!(
+        serde_yaml_ng::from_str::<IpamConfig>(&yaml).unwrap(),
+        IpamConfig::default()
+    );
 }
 
 #[test]
@@ -158,16 +161,24 @@ fn bad_values_name_the_knob() {
     for (doc, knob) in [
         ("podSubnetCIDR: 10.1.0.0/33", "podSubnetCIDR"),
         ("vppHostSubnetCIDR: 172.30.0.0", "vppHostSubnetCIDR"),
-        ("nodeInterconnectCIDR: 192.168.16/24", "nodeInterconnectCIDR"),
+        (
+            "nodeInterconnectCIDR: 192.168.16/24",
+            "nodeInterconnectCIDR",
+        ),
         ("vxlanCIDR: foo", "vxlanCIDR"),
         ("serviceCIDR: 10.96.0.0/abc", "serviceCIDR"),
         ("contivCIDR: 10.128.0.0/", "contivCIDR"),
         ("defaultGateway: 192.168.16", "defaultGateway"),
         ("podSubnetOneNodePrefixLen: 33", "podSubnetOneNodePrefixLen"),
-        ("vppHostSubnetOneNodePrefixLen: 300", "vppHostSubnetOneNodePrefixLen"),
+        (
+            "vppHostSubnetOneNodePrefixLen: 300",
+            "vppHostSubnetOneNodePrefixLen",
+        ),
         ("nodeID: 4294967296", "nodeID"),
     ] {
-        let err = serde_yaml_ng::from_str::<IpamConfig>(doc).unwrap_err().to_string();
+        let err = serde_yaml_ng::from_str::<IpamConfig>(doc)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(knob), "yaml {doc:?}: {err}");
         // JSON errors carry no path of their own; the knob must still be named.
         let (k, v) = doc.split_once(": ").unwrap();
@@ -175,7 +186,9 @@ fn bad_values_name_the_knob() {
             Ok(n) => format!("{{\"{k}\": {n}}}"),
             Err(_) => format!("{{\"{k}\": \"{v}\"}}"),
         };
-        let err = serde_json::from_str::<IpamConfig>(&json).unwrap_err().to_string();
+        let err = serde_json::from_str::<IpamConfig>(&json)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(knob), "json {json}: {err}");
     }
 }
@@ -342,7 +355,10 @@ fn gateway_skip_inside_subnet() {
     assert_eq!(node_ip(253), cidr("192.168.16.254/24"));
     // .255 would be the broadcast address.
     let err = cfg.for_node(254).unwrap_err().to_string();
-    assert!(err.contains("nodeInterconnectCIDR") && err.contains("defaultGateway"), "{err}");
+    assert!(
+        err.contains("nodeInterconnectCIDR") && err.contains("defaultGateway"),
+        "{err}"
+    );
     // The BVI address has no gateway skip.
     assert_eq!(cfg.for_node(100).unwrap().bvi_ip, cidr("192.168.30.100/24"));
 }
@@ -381,9 +397,19 @@ fn node_256_wraps_and_257_is_rejected() {
     assert_eq!(wide.node_id_of_pod_ip(ip("10.1.0.9")), Some(0));
 
     let err = wide.for_node(257).unwrap_err();
-    assert!(matches!(err, IpamError::NodeIdTooLarge { node_id: 257, slices: 256, .. }));
+    assert!(matches!(
+        err,
+        IpamError::NodeIdTooLarge {
+            node_id: 257,
+            slices: 256,
+            ..
+        }
+    ));
     let msg = err.to_string();
-    assert!(msg.contains("podSubnetCIDR") && msg.contains("podSubnetOneNodePrefixLen"), "{msg}");
+    assert!(
+        msg.contains("podSubnetCIDR") && msg.contains("podSubnetOneNodePrefixLen"),
+        "{msg}"
+    );
 
     let msg = IpamConfig::default().for_node(256).unwrap_err().to_string();
     assert!(msg.contains("nodeInterconnectCIDR"), "{msg}");
@@ -403,10 +429,13 @@ fn node_id_of_pod_ip() {
     assert_eq!(cfg.node_id_of_pod_ip(ip("10.1.255.253")), Some(255));
     assert_eq!(cfg.node_id_of_pod_ip(ip("10.2.2.7")), None);
     assert_eq!(cfg.node_id_of_pod_ip(ip("172.30.2.7")), None);
-    for n in 1..=255 {
+    for n in 1..=254 {
         let ipam = cfg.for_node(n).unwrap();
         assert_eq!(cfg.node_id_of_pod_ip(ipam.pod_gateway), Some(n));
     }
+    // Node 255 would have the broadcast address of the default /24 node subnet.
+    let msg = cfg.for_node(255).unwrap_err().to_string();
+    assert!(msg.contains("nodeInterconnectCIDR"), "{msg}");
 }
 
 #[test]
@@ -477,13 +506,30 @@ fn contiv_cidr_needs_18_host_bits() {
     };
     let msg = cfg.validate().unwrap_err().to_string();
     assert!(msg.contains("contivCIDR") && msg.contains("18"), "{msg}");
+    // Only the carved-out ranges must stay clear of serviceCIDR.
     let cfg = IpamConfig {
         contiv_cidr: Some(cidr("10.64.0.0/10")),
         ..IpamConfig::default()
     };
-    // 10.64.0.0/10 contains the default serviceCIDR 10.96.0.0/12.
+    cfg.validate().unwrap();
+    let cfg = IpamConfig {
+        contiv_cidr: Some(cidr("10.128.0.0/14")),
+        service_cidr: cidr("10.129.0.0/16"),
+        ..IpamConfig::default()
+    };
     let msg = cfg.validate().unwrap_err().to_string();
-    assert!(msg.contains("serviceCIDR") || msg.contains("contivCIDR"), "{msg}");
+    assert!(
+        msg.contains("serviceCIDR") && msg.contains("contivCIDR"),
+        "{msg}"
+    );
+    // The configured ranges are ignored in contivCIDR mode.
+    let cfg = IpamConfig {
+        contiv_cidr: Some(cidr("10.128.0.0/14")),
+        pod_subnet_one_node_prefix_len: 8,
+        vxlan_cidr: cidr("10.1.0.0/16"),
+        ..IpamConfig::default()
+    };
+    cfg.validate().unwrap();
 }
 
 // ---------------------------------------------------------------- 2.3 allocation
@@ -551,7 +597,10 @@ fn exhaustion_after_252() {
     let err = a.allocate("one-too-many/eth0").unwrap_err();
     assert!(matches!(err, IpamError::Exhausted { capacity: 252, .. }));
     let msg = err.to_string();
-    assert!(msg.contains("10.1.1.0/24") && msg.contains("exhausted"), "{msg}");
+    assert!(
+        msg.contains("10.1.1.0/24") && msg.contains("exhausted"),
+        "{msg}"
+    );
     // Existing keys still answer; a release makes room exactly there.
     assert_eq!(a.allocate("c7/eth0").unwrap(), ip("10.1.1.9"));
     a.release("c100/eth0");
@@ -582,7 +631,10 @@ fn restore_conflicts() {
     a.restore("c1/eth0", ip("10.1.1.10")).unwrap();
     assert_eq!(a.len(), 1);
     let err = a.restore("c2/eth0", ip("10.1.1.10")).unwrap_err();
-    assert!(matches!(err, IpamError::InUse { ref holder, .. } if holder == "c1/eth0"), "{err}");
+    assert!(
+        matches!(err, IpamError::InUse { ref holder, .. } if holder == "c1/eth0"),
+        "{err}"
+    );
     let err = a.restore("c1/eth0", ip("10.1.1.11")).unwrap_err();
     assert!(matches!(err, IpamError::KeyHasOtherIp { .. }), "{err}");
     let err = a.restore("c3/eth0", ip("10.1.2.10")).unwrap_err();
@@ -597,8 +649,14 @@ fn restore_conflicts() {
         assert!(matches!(err, IpamError::Reserved { .. }), "{addr}: {err}");
         assert!(err.to_string().contains(role), "{addr}: {err}");
     }
-    assert_eq!(a.restore("", ip("10.1.1.20")).unwrap_err(), IpamError::EmptyKey);
-    assert_eq!(a.allocations(), vec![("c1/eth0".to_string(), ip("10.1.1.10"))]);
+    assert_eq!(
+        a.restore("", ip("10.1.1.20")).unwrap_err(),
+        IpamError::EmptyKey
+    );
+    assert_eq!(
+        a.allocations(),
+        vec![("c1/eth0".to_string(), ip("10.1.1.10"))]
+    );
     // A rebuilt allocator continues after the highest restored address.
     assert_eq!(a.allocate("new").unwrap(), ip("10.1.1.11"));
 }
@@ -621,7 +679,10 @@ fn state_round_trip() {
     let c = PodAllocator::from_state(&node(1), state.clone()).unwrap();
     assert_eq!(c, a);
     let err = PodAllocator::from_state(&node(2), state).unwrap_err();
-    assert!(matches!(err, IpamError::StateSubnetMismatch { .. }), "{err}");
+    assert!(
+        matches!(err, IpamError::StateSubnetMismatch { .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -638,11 +699,14 @@ fn bad_state_is_rejected() {
     }
     let ok: PodAllocator = serde_json::from_str(r#"{"podSubnet":"10.1.1.0/24"}"#).unwrap();
     assert!(ok.is_empty());
-    assert_eq!(ok.state(), PodAllocatorState {
-        pod_subnet: cidr("10.1.1.0/24"),
-        last_allocated: None,
-        allocations: Default::default(),
-    });
+    assert_eq!(
+        ok.state(),
+        PodAllocatorState {
+            pod_subnet: cidr("10.1.1.0/24"),
+            last_allocated: None,
+            allocations: Default::default(),
+        }
+    );
 }
 
 #[test]
@@ -651,7 +715,10 @@ fn tiny_slice_has_no_pod_addresses() {
     ipam.pod_subnet = cidr("10.1.1.0/30");
     let mut a = PodAllocator::new(&ipam);
     assert_eq!(a.capacity(), 0);
-    assert!(matches!(a.allocate("x").unwrap_err(), IpamError::NoPodAddresses { .. }));
+    assert!(matches!(
+        a.allocate("x").unwrap_err(),
+        IpamError::NoPodAddresses { .. }
+    ));
     assert!(a.restore("x", ip("10.1.1.2")).is_err());
 }
 

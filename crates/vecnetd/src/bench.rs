@@ -2,17 +2,13 @@
 //! output) at full vectors on one core, fed by the packet generator, with a generator-only
 //! baseline measured in the same run. Figures go to BENCHMARKS.md.
 
-use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
 use vecnet_graph::{clock::cpu_clocks, Clock};
-use vecnet_nodes::{DeviceIo, InterfaceKind};
-use vecnet_vswitch::{
-    Dataplane, DataplaneConfig, DataplaneOptions, InterfaceConfig, NeighbourConfig,
-    PacketGenerator, Path, RouteConfig,
-};
-use vecnet_wire::MacAddr;
+use vecnet_nodes::DeviceIo;
+use vecnet_vswitch::pg::{routed_config as config, routed_generator as generator};
+use vecnet_vswitch::{Dataplane, DataplaneOptions, PacketGenerator};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,73 +21,6 @@ pub struct Args {
     /// Measured runs of each case; medians are reported.
     #[arg(long, default_value_t = 5)]
     runs: usize,
-}
-
-const TAP0_MAC: MacAddr = MacAddr([0x02, 0x23, 0x45, 0x67, 0x89, 0x42]);
-const TAP2_MAC: MacAddr = MacAddr([0x02, 0xfe, 0x16, 0x3f, 0x5f, 0x0f]);
-const POD_MAC: MacAddr = MacAddr([0, 0, 0, 0, 0, 2]);
-
-fn dst(i: u32) -> Ipv4Addr {
-    Ipv4Addr::new(10, 20, (i / 250) as u8, (i % 250 + 1) as u8)
-}
-
-/// A 60-byte frame (64 bytes on the wire with the FCS): Ethernet + IPv4 + TCP + 6 bytes.
-fn frame(dst_ip: Ipv4Addr, sport: u16) -> Vec<u8> {
-    let mut f = Vec::with_capacity(60);
-    f.extend_from_slice(&TAP2_MAC.0);
-    f.extend_from_slice(&POD_MAC.0);
-    f.extend_from_slice(&[0x08, 0x00]);
-    let mut ip = [0u8; 20];
-    ip[0] = 0x45;
-    ip[2..4].copy_from_slice(&46u16.to_be_bytes());
-    ip[6] = 0x40;
-    ip[8] = 64;
-    ip[9] = 6;
-    ip[12..16].copy_from_slice(&[10, 1, 1, 3]);
-    ip[16..20].copy_from_slice(&dst_ip.octets());
-    let c = vecnet_wire::checksum::checksum(&ip);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    f.extend_from_slice(&ip);
-    let mut tcp = [0u8; 26];
-    tcp[0..2].copy_from_slice(&sport.to_be_bytes());
-    tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
-    tcp[12] = 0x50;
-    tcp[13] = 0x10;
-    f.extend_from_slice(&tcp);
-    f
-}
-
-pub fn config(flows: u32) -> DataplaneConfig {
-    let mut cfg = DataplaneConfig::default();
-    let mut tap0 = InterfaceConfig::new("tap0", 2, InterfaceKind::Host, TAP0_MAC);
-    tap0.ip4 = vec![(Ipv4Addr::new(172, 30, 1, 1), 24)];
-    let mut tap2 = InterfaceConfig::new("tap2", 6, InterfaceKind::Pod, TAP2_MAC);
-    tap2.ip4 = vec![(Ipv4Addr::new(10, 1, 1, 1), 32)];
-    cfg.interfaces = vec![tap0, tap2];
-    let nh = Ipv4Addr::new(172, 30, 1, 2);
-    cfg.seeded_neighbours.push(NeighbourConfig {
-        sw_if_index: 2,
-        ip: nh,
-        mac: MacAddr([0x3e, 0x1b, 0x70, 0x2d, 0x4d, 0x51]),
-    });
-    for i in 0..flows {
-        cfg.routes.push(RouteConfig::new(
-            dst(i),
-            32,
-            Path::Attached {
-                next_hop: nh,
-                sw_if_index: 2,
-            },
-        ));
-    }
-    cfg
-}
-
-pub fn generator(flows: u32) -> PacketGenerator {
-    let templates = (0..flows)
-        .map(|i| (6u32, frame(dst(i), 1024 + (i % 50_000) as u16)))
-        .collect();
-    PacketGenerator::new(templates, None, 1)
 }
 
 struct Sample {
