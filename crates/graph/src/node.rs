@@ -69,6 +69,22 @@ impl NodeCtx<'_> {
         }
     }
 
+    /// Appends the record `make` builds, only if `bi` is traced (so untraced packets pay nothing
+    /// for building it).
+    #[inline]
+    pub fn trace_with<T, F>(&mut self, bi: u32, make: F)
+    where
+        T: zerocopy::IntoBytes + zerocopy::Immutable,
+        F: FnOnce(&BufferPool) -> T,
+    {
+        let meta = self.pool.meta(bi);
+        if meta.is_traced() {
+            let (h, node, now) = (meta.trace_handle, self.node_index, self.now_ns);
+            let rec = make(self.pool);
+            self.trace.add_bytes(h, node, now, rec.as_bytes());
+        }
+    }
+
     /// Appends a trace record for `bi` if it is traced.
     #[inline]
     pub fn trace<T: zerocopy::IntoBytes + zerocopy::Immutable>(&mut self, bi: u32, rec: &T) {

@@ -57,14 +57,16 @@ impl<R: L3Runtime> Node<R> for ArpInput {
     fn process(&mut self, rt: &mut R, ctx: &mut NodeCtx<'_>, frame: &[u32], nexts: &mut [u16]) {
         let (cfg, st) = rt.l3();
         for (&bi, next) in frame.iter().zip(nexts.iter_mut()) {
-            let data = ctx.pool.data(bi);
-            let n = data.len().min(28);
-            let mut rec = ArpInputTrace {
-                len: n as u8,
-                arp: [0; 28],
-            };
-            rec.arp[..n].copy_from_slice(&data[..n]);
-            ctx.trace(bi, &rec);
+            ctx.trace_with(bi, |p| {
+                let data = p.data(bi);
+                let n = data.len().min(28);
+                let mut rec = ArpInputTrace {
+                    len: n as u8,
+                    arp: [0; 28],
+                };
+                rec.arp[..n].copy_from_slice(&data[..n]);
+                rec
+            });
 
             let rx = ctx.pool.meta(bi).sw_if_index[RX];
             let Some(iface) = cfg.interface(rx) else {

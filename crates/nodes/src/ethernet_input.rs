@@ -52,14 +52,16 @@ impl<R: L3Runtime> Node<R> for EthernetInput {
         let (cfg, _) = rt.l3();
         for (&bi, next) in frame.iter().zip(nexts.iter_mut()) {
             let rx = ctx.pool.meta(bi).sw_if_index[RX];
-            let data = ctx.pool.data(bi);
-            let n = data.len().min(14);
-            let mut rec = EthernetInputTrace {
-                len: n as u8,
-                header: [0; 14],
-            };
-            rec.header[..n].copy_from_slice(&data[..n]);
-            ctx.trace(bi, &rec);
+            ctx.trace_with(bi, |p| {
+                let data = p.data(bi);
+                let n = data.len().min(14);
+                let mut rec = EthernetInputTrace {
+                    len: n as u8,
+                    header: [0; 14],
+                };
+                rec.header[..n].copy_from_slice(&data[..n]);
+                rec
+            });
             let data = ctx.pool.data(bi);
             let Ok(eth) = EthernetFrame::new_checked(data) else {
                 *next = drop_with(ctx, bi, ERR_TOO_SHORT, NEXT_DROP);

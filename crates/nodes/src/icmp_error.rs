@@ -107,7 +107,7 @@ impl<R: L3Runtime> Node<R> for Ip4IcmpError {
             m.flags = (m.flags | flags::LOCALLY_ORIGINATED) & !(flags::OFFLOAD_CSUM | flags::GSO);
             m.icmp_error = 0;
             ctx.count(ERR_SENT, 1);
-            ctx.trace(bi, &IpCapture::new(ctx.pool.data(bi)));
+            ctx.trace_with(bi, |p| IpCapture::new(p.data(bi)));
             *next = NEXT_LOOKUP;
         }
     }

@@ -27,7 +27,7 @@ impl<R: L3Runtime> Node<R> for Ip4IcmpEchoRequest {
 
     fn process(&mut self, _rt: &mut R, ctx: &mut NodeCtx<'_>, frame: &[u32], nexts: &mut [u16]) {
         for (&bi, next) in frame.iter().zip(nexts.iter_mut()) {
-            ctx.trace(bi, &IpCapture::new(ctx.pool.data(bi)));
+            ctx.trace_with(bi, |p| IpCapture::new(p.data(bi)));
             // ip4-icmp-input checked the lengths and the ICMP checksum.
             let p = ctx.pool.data_mut(bi);
             let ihl = ((p[0] & 0x0f) as usize) * 4;

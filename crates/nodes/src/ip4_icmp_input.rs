@@ -33,7 +33,7 @@ impl<R: L3Runtime> Node<R> for Ip4IcmpInput {
 
     fn process(&mut self, _rt: &mut R, ctx: &mut NodeCtx<'_>, frame: &[u32], nexts: &mut [u16]) {
         for (&bi, next) in frame.iter().zip(nexts.iter_mut()) {
-            ctx.trace(bi, &IpCapture::new(ctx.pool.data(bi)));
+            ctx.trace_with(bi, |p| IpCapture::new(p.data(bi)));
             let ip = ctx.pool.data(bi);
             let ihl = ((ip.first().copied().unwrap_or(0) & 0x0f) as usize) * 4;
             let Some(icmp) = ip.get(ihl..).filter(|i| i.len() >= 8) else {

@@ -51,7 +51,7 @@ impl<R: L3Runtime> Node<R> for Ip4Input {
     fn process(&mut self, rt: &mut R, ctx: &mut NodeCtx<'_>, frame: &[u32], nexts: &mut [u16]) {
         let (cfg, _) = rt.l3();
         for (&bi, next) in frame.iter().zip(nexts.iter_mut()) {
-            ctx.trace(bi, &IpCapture::new(ctx.pool.data(bi)));
+            ctx.trace_with(bi, |p| IpCapture::new(p.data(bi)));
             let ip = ctx.pool.data(bi);
             let verdict = check(ip);
             let total_len = match verdict {

@@ -36,7 +36,7 @@ impl<R: L3Runtime> Node<R> for Ip4Local {
 
     fn process(&mut self, _rt: &mut R, ctx: &mut NodeCtx<'_>, frame: &[u32], nexts: &mut [u16]) {
         for (&bi, next) in frame.iter().zip(nexts.iter_mut()) {
-            ctx.trace(bi, &IpCapture::new(ctx.pool.data(bi)));
+            ctx.trace_with(bi, |p| IpCapture::new(p.data(bi)));
             let proto = ctx.pool.data(bi).get(9).copied().unwrap_or(0);
             *next = match proto {
                 IP_PROTO_ICMP => NEXT_ICMP,
