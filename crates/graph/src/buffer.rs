@@ -201,6 +201,12 @@ impl BufferPool {
     /// Returns a buffer (and its chain) to the pool.
     #[inline]
     pub fn free(&mut self, bi: u32) {
+        if let Some(m) = self.meta.get(bi as usize) {
+            if m.next_buffer == INVALID {
+                self.free.push(bi);
+                return;
+            }
+        }
         let mut bi = bi;
         while (bi as usize) < self.meta.len() {
             let next = self.meta[bi as usize].next_buffer;
@@ -240,6 +246,14 @@ impl BufferPool {
         let m = &self.meta[bi as usize];
         let start = bi as usize * BUFFER_SIZE + m.current_data as usize;
         &mut self.data[start..start + m.current_length as usize]
+    }
+
+    /// Metadata and valid bytes together, read-only.
+    #[inline]
+    pub fn get(&self, bi: u32) -> (&BufferMeta, &[u8]) {
+        let m = &self.meta[bi as usize];
+        let start = bi as usize * BUFFER_SIZE + m.current_data as usize;
+        (m, &self.data[start..start + m.current_length as usize])
     }
 
     /// Metadata and valid bytes together.

@@ -264,9 +264,20 @@ impl<R> Graph<R> {
             .collect()
     }
 
+    /// `clear errors` and `clear runtime` together.
     pub fn clear_counters(&mut self) {
+        self.clear_errors();
+        self.clear_runtime();
+    }
+
+    /// `clear errors`.
+    pub fn clear_errors(&mut self) {
         self.drop_counters.iter_mut().for_each(|c| *c = 0);
         self.event_counters.iter_mut().for_each(|c| *c = 0);
+    }
+
+    /// `clear runtime`.
+    pub fn clear_runtime(&mut self) {
         for s in &mut self.slots {
             s.stats = NodeStats::default();
         }
@@ -380,6 +391,20 @@ impl<R> Graph<R> {
 
     #[inline]
     fn scatter(slots: &mut [Slot<R>], drop_node: u32, from: usize, frame: &[u32], nexts: &[u16]) {
+        // Most frames go to one next node as a whole: move them in one copy.
+        if let Some(&first) = nexts.first() {
+            if nexts.iter().all(|&n| n == first) {
+                if first != CONSUMED {
+                    let to = slots[from]
+                        .next_nodes
+                        .get(first as usize)
+                        .copied()
+                        .unwrap_or(drop_node);
+                    slots[to as usize].pending.extend_from_slice(frame);
+                }
+                return;
+            }
+        }
         for (&bi, &next) in frame.iter().zip(nexts) {
             if next == CONSUMED {
                 continue;

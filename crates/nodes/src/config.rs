@@ -109,11 +109,22 @@ pub enum Dpo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadBalance {
     pub buckets: Vec<Dpo>,
+    /// Precomputed outcome for single-bucket entries (see [`crate::ip4_lookup::fast_dpo`]).
+    pub fast: Option<crate::ip4_lookup::FastDpo>,
 }
 
 impl LoadBalance {
+    /// A load-balance at `index` in the FIB's pool.
+    pub fn new(index: u32, buckets: Vec<Dpo>) -> Self {
+        let fast = crate::ip4_lookup::fast_dpo(index, &buckets);
+        Self { buckets, fast }
+    }
+
     pub fn single(dpo: Dpo) -> Self {
-        Self { buckets: vec![dpo] }
+        Self {
+            buckets: vec![dpo],
+            fast: None,
+        }
     }
 
     #[inline]
@@ -135,6 +146,8 @@ pub struct Adjacency {
     pub static_mac: Option<MacAddr>,
     pub src_mac: MacAddr,
     pub mtu: u16,
+    /// First node of the tx interface's `ip4-output` arc (a feature, or `<if>-output`).
+    pub output_node: u32,
 }
 
 impl Adjacency {

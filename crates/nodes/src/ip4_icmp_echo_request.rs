@@ -40,7 +40,17 @@ impl<R: L3Runtime> Node<R> for Ip4IcmpEchoRequest {
             p[10..12].copy_from_slice(&c.to_be_bytes());
             let old = u16::from_be_bytes([p[ihl], p[ihl + 1]]);
             p[ihl] = 0;
-            let c = checksum::update_u16(u16::from_be_bytes([p[ihl + 2], p[ihl + 3]]), old, 0);
+            let mut c = checksum::update_u16(u16::from_be_bytes([p[ihl + 2], p[ihl + 3]]), old, 0);
+            // Eqn. 3 gives 0x0000 where a full recomputation gives 0xffff only when the rest of
+            // the reply is all zero (id 0, seq 0, zero payload); receivers reject the former.
+            if c == 0
+                && p[ihl..]
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &b)| b == 0 || i == 2 || i == 3)
+            {
+                c = 0xffff;
+            }
             p[ihl + 2..ihl + 4].copy_from_slice(&c.to_be_bytes());
             let m = ctx.pool.meta_mut(bi);
             m.sw_if_index[TX] = INVALID;

@@ -160,7 +160,7 @@ impl<R: L3Runtime> Node<R> for Ip4Lookup {
             let mut dsts = [0u32; 4];
             let mut fibs = [0u32; 4];
             for j in 0..4 {
-                let (m, ip) = (ctx.pool.meta(quad[j]), ctx.pool.data(quad[j]));
+                let (m, ip) = ctx.pool.get(quad[j]);
                 fibs[j] = if has_tx(m.sw_if_index[TX]) {
                     m.sw_if_index[TX]
                 } else {
@@ -185,11 +185,6 @@ impl<R: L3Runtime> Node<R> for Ip4Lookup {
             };
             for j in 0..4 {
                 nexts[k] = finish(cfg, st, ctx, quad[j], fibs[j], lbs[j]);
-                count_lb(
-                    &mut st.lb_counters,
-                    lbs[j],
-                    ctx.pool.meta(quad[j]).current_length,
-                );
                 k += 1;
             }
         }
@@ -208,21 +203,12 @@ impl<R: L3Runtime> Node<R> for Ip4Lookup {
                 .map(|t| t.lookup(dst))
                 .unwrap_or(cfg.fib.drop_lb);
             nexts[k] = finish(cfg, st, ctx, bi, fib, lb);
-            count_lb(&mut st.lb_counters, lb, ctx.pool.meta(bi).current_length);
             k += 1;
         }
     }
 
     fn format_trace(&self, data: &[u8], _: &dyn FormatContext, out: &mut String) {
         format_lookup_trace(data, out);
-    }
-}
-
-#[inline]
-fn count_lb(counters: &mut [(u64, u64)], lb: u32, len: u16) {
-    if let Some(c) = counters.get_mut(lb as usize) {
-        c.0 += 1;
-        c.1 += len as u64;
     }
 }
 
@@ -235,42 +221,88 @@ fn dst_of(ip: &[u8]) -> u32 {
 }
 
 #[inline]
-fn finish(cfg: &L3Config, st: &L3State, ctx: &mut NodeCtx<'_>, bi: u32, fib: u32, lb: u32) -> u16 {
-    let ip = ctx.pool.data(bi);
+fn finish(
+    cfg: &L3Config,
+    st: &mut L3State,
+    ctx: &mut NodeCtx<'_>,
+    bi: u32,
+    fib: u32,
+    lb: u32,
+) -> u16 {
+    let (m, ip) = ctx.pool.get_mut(bi);
+    if let Some(c) = st.lb_counters.get_mut(lb as usize) {
+        c.0 += 1;
+        c.1 += ip.len() as u64;
+    }
+    let traced = m.is_traced();
+    // Single-path entries (nearly all) were resolved when the snapshot was built.
+    if let Some(f) = cfg.fib.load_balances.get(lb as usize).and_then(|l| l.fast) {
+        m.adj_index = f.adj;
+        m.flow_hash = 0;
+        let next = if f.next == NEXT_REWRITE
+            && !st.rewrites.get(f.adj as usize).is_some_and(|r| r.valid)
+        {
+            NEXT_ARP
+        } else {
+            f.next
+        };
+        if traced {
+            ctx.trace_with(bi, |p| LookupTrace::new(fib, f.dpo_index, 0, p.data(bi)));
+        }
+        return next;
+    }
     match resolve(cfg, lb, ip, 0, false) {
         Ok((next, dpo_idx, adj, hash, dpo)) => {
+            m.adj_index = adj;
+            m.flow_hash = hash;
             // An adjacency whose neighbour is not resolved yet leads to ip4-arp, as VPP's
             // incomplete adjacencies do.
             let next = match dpo {
                 Dpo::Adjacency(a) if !st.rewrites.get(a as usize).is_some_and(|r| r.valid) => {
                     NEXT_ARP
                 }
+                Dpo::Reject => {
+                    set_icmp_error(m, ICMP_DEST_UNREACH, CODE_PORT_UNREACH, 0);
+                    ctx.count(ERR_REJECT, 1);
+                    next
+                }
                 _ => next,
             };
-            if ctx.pool.meta(bi).is_traced() {
-                let rec = LookupTrace::new(fib, dpo_idx, hash, ctx.pool.data(bi));
-                ctx.trace(bi, &rec);
-            }
-            let m = ctx.pool.meta_mut(bi);
-            m.adj_index = adj;
-            m.flow_hash = hash;
-            if dpo == Dpo::Reject {
-                ctx.count(ERR_REJECT, 1);
-                set_icmp_error(
-                    ctx.pool.meta_mut(bi),
-                    ICMP_DEST_UNREACH,
-                    CODE_PORT_UNREACH,
-                    0,
-                );
+            if traced {
+                ctx.trace_with(bi, |p| LookupTrace::new(fib, dpo_idx, hash, p.data(bi)));
             }
             next
         }
         Err(e) => {
-            if ctx.pool.meta(bi).is_traced() {
-                let rec = LookupTrace::new(fib, lb, 0, ctx.pool.data(bi));
-                ctx.trace(bi, &rec);
+            if traced {
+                ctx.trace_with(bi, |p| LookupTrace::new(fib, lb, 0, p.data(bi)));
             }
             drop_with(ctx, bi, e, NEXT_DROP)
         }
     }
+}
+
+/// The outcome of a single-bucket load-balance, precomputed when the snapshot is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FastDpo {
+    pub next: u16,
+    pub dpo_index: u32,
+    pub adj: u32,
+}
+
+/// `Some` for single-bucket load-balances whose DPO needs no per-packet work.
+pub fn fast_dpo(lb_index: u32, buckets: &[Dpo]) -> Option<FastDpo> {
+    let [dpo] = buckets else { return None };
+    let (next, dpo_index, adj) = match *dpo {
+        Dpo::Adjacency(a) => (NEXT_REWRITE, a, a),
+        Dpo::LoadBalance(l) => (NEXT_LOAD_BALANCE, l, l),
+        Dpo::Receive { .. } => (NEXT_LOCAL, lb_index, lb_index),
+        Dpo::Glean { sw_if_index } => (NEXT_GLEAN, lb_index, sw_if_index),
+        Dpo::Drop | Dpo::Reject => return None,
+    };
+    Some(FastDpo {
+        next,
+        dpo_index,
+        adj,
+    })
 }

@@ -9,7 +9,7 @@ use vecnet_graph::{buffer::flags, read_record, FormatContext, Node, NodeCtx, TX}
 use vecnet_wire::{checksum, pretty};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
-use crate::common::{drop_with, feature_next};
+use crate::common::drop_with;
 use crate::icmp_error::{set_icmp_error, CODE_FRAG_NEEDED, ICMP_DEST_UNREACH, ICMP_TIME_EXCEEDED};
 use crate::runtime::L3Runtime;
 
@@ -67,7 +67,7 @@ impl<R: L3Runtime> Node<R> for Ip4Rewrite {
             let ai = ctx.pool.meta(bi).adj_index;
             let (Some(adj), Some(rw)) = (
                 cfg.fib.adjacencies.get(ai as usize),
-                st.rewrites.get(ai as usize).copied(),
+                st.rewrites.get(ai as usize),
             ) else {
                 *next = drop_with(ctx, bi, ERR_BAD_ADJ, NEXT_DROP);
                 continue;
@@ -76,26 +76,30 @@ impl<R: L3Runtime> Node<R> for Ip4Rewrite {
                 *next = NEXT_ARP;
                 continue;
             }
-            let m = *ctx.pool.meta(bi);
-            let ip = ctx.pool.data_mut(bi);
-            if ip.len() < 20 {
-                *next = drop_with(ctx, bi, ERR_BAD_ADJ, NEXT_DROP);
+            // One borrow of the buffer for all per-packet work: metadata and the raw bytes,
+            // headroom included, so the L2 header is written without a second lookup.
+            let (m, raw) = ctx.pool.raw_mut(bi);
+            let off = m.current_data as usize;
+            let len = m.current_length as usize;
+            let Some(ip) = raw
+                .get_mut(off..off + len)
+                .filter(|ip| ip.len() >= 20 && off >= 14)
+            else {
+                *next = drop_with(ctx, bi, ERR_NO_HEADROOM, NEXT_DROP);
                 continue;
-            }
-            if ip[8] <= 1 {
+            };
+            // As VPP: packets the data plane generated itself (echo replies, ICMP errors) leave
+            // with the TTL they were built with.
+            let local = m.flags & flags::LOCALLY_ORIGINATED != 0;
+            if ip[8] <= 1 && !local {
+                set_icmp_error(m, ICMP_TIME_EXCEEDED, 0, 0);
                 ctx.count(ERR_TTL, 1);
-                set_icmp_error(ctx.pool.meta_mut(bi), ICMP_TIME_EXCEEDED, 0, 0);
                 *next = NEXT_ICMP_ERROR;
                 continue;
             }
-            if ip.len() > adj.mtu as usize && m.flags & flags::GSO == 0 {
+            if len > adj.mtu as usize && m.flags & flags::GSO == 0 {
                 if ip[6] & 0x40 != 0 {
-                    set_icmp_error(
-                        ctx.pool.meta_mut(bi),
-                        ICMP_DEST_UNREACH,
-                        CODE_FRAG_NEEDED,
-                        adj.mtu,
-                    );
+                    set_icmp_error(m, ICMP_DEST_UNREACH, CODE_FRAG_NEEDED, adj.mtu);
                     *next = NEXT_ICMP_ERROR;
                 } else {
                     *next = drop_with(ctx, bi, ERR_MTU, NEXT_DROP);
@@ -103,25 +107,32 @@ impl<R: L3Runtime> Node<R> for Ip4Rewrite {
                 continue;
             }
             // TTL − 1: the 16-bit word (ttl, proto) drops by 0x0100 (RFC 1624, eqn. 3).
-            let old = u16::from_be_bytes([ip[8], ip[9]]);
-            ip[8] -= 1;
-            let new = u16::from_be_bytes([ip[8], ip[9]]);
-            let c = checksum::update_u16(u16::from_be_bytes([ip[10], ip[11]]), old, new);
-            ip[10..12].copy_from_slice(&c.to_be_bytes());
-            if !ctx.pool.retreat(bi, 14) {
-                *next = drop_with(ctx, bi, ERR_NO_HEADROOM, NEXT_DROP);
-                continue;
+            if !local {
+                let old = u16::from_be_bytes([ip[8], ip[9]]);
+                ip[8] -= 1;
+                let c =
+                    checksum::update_u16(u16::from_be_bytes([ip[10], ip[11]]), old, old - 0x0100);
+                ip[10..12].copy_from_slice(&c.to_be_bytes());
             }
-            ctx.pool.data_mut(bi)[..14].copy_from_slice(&rw.bytes);
-            ctx.pool.meta_mut(bi).sw_if_index[TX] = adj.sw_if_index;
-            if m.is_traced() {
+            raw[off - 14..off].copy_from_slice(&rw.bytes);
+            m.current_data -= 14;
+            m.current_length += 14;
+            m.sw_if_index[TX] = adj.sw_if_index;
+            m.feature_cursor = 0;
+            let traced = m.is_traced();
+            let flow_hash = m.flow_hash;
+            *next = match ctx.arc_to_node(adj.output_node) {
+                Some(n) => n,
+                None => drop_with(ctx, bi, ERR_NO_OUTPUT, NEXT_DROP),
+            };
+            if traced {
                 let d = ctx.pool.data(bi);
                 let n = d.len().min(DUMP_LEN);
                 let mut rec = RewriteTrace {
                     tx_sw_if_index: adj.sw_if_index,
                     adj_index: ai,
                     next_hop: adj.next_hop.octets(),
-                    flow_hash: m.flow_hash,
+                    flow_hash,
                     rewrite: rw.bytes,
                     dump_len: n as u8,
                     pad: 0,
@@ -130,15 +141,6 @@ impl<R: L3Runtime> Node<R> for Ip4Rewrite {
                 rec.dump[..n].copy_from_slice(&d[..n]);
                 ctx.trace(bi, &rec);
             }
-            *next = match cfg.interface(adj.sw_if_index) {
-                Some(tx) if !tx.ip4_output_arc.is_empty() => {
-                    match feature_next(ctx, bi, &tx.ip4_output_arc, usize::MAX, u16::MAX) {
-                        u16::MAX => drop_with(ctx, bi, ERR_NO_OUTPUT, NEXT_DROP),
-                        n => n,
-                    }
-                }
-                _ => drop_with(ctx, bi, ERR_NO_OUTPUT, NEXT_DROP),
-            };
         }
     }
 

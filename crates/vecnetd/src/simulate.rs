@@ -493,7 +493,7 @@ fn parse_hex(s: &str) -> Result<Vec<u8>> {
     if let Some((i, c)) = digits.char_indices().find(|(_, c)| !c.is_ascii_hexdigit()) {
         bail!("not hex: {c:?} at digit {i}");
     }
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         bail!("odd number of hex digits ({})", digits.len());
     }
     (0..digits.len())

@@ -66,7 +66,8 @@ impl Builder {
                     .unwrap_or(Dpo::Drop)
             })
             .collect();
-        self.fib.load_balances.push(LoadBalance { buckets: b });
+        let index = self.fib.load_balances.len() as u32;
+        self.fib.load_balances.push(LoadBalance::new(index, b));
         (self.fib.load_balances.len() - 1) as u32
     }
 
@@ -81,6 +82,11 @@ impl Builder {
             static_mac: self.statics.get(&(sw_if_index, next_hop)).copied(),
             src_mac: iface.mac,
             mtu: iface.mtu,
+            output_node: iface
+                .ip4_output_arc
+                .first()
+                .copied()
+                .unwrap_or(iface.output_node),
         });
         let a = (self.fib.adjacencies.len() - 1) as u32;
         self.fib.adj_by_neighbour.insert((sw_if_index, next_hop), a);

@@ -44,8 +44,12 @@ impl Dataplane {
                 Ok(String::new())
             }
             ["show", "runtime"] | ["sh", "run"] => Ok(self.graph.show_runtime(0, self.uptime())),
-            ["clear", "runtime"] | ["clear", "errors"] => {
-                self.graph.clear_counters();
+            ["clear", "runtime"] => {
+                self.graph.clear_runtime();
+                Ok(String::new())
+            }
+            ["clear", "errors"] => {
+                self.graph.clear_errors();
                 Ok(String::new())
             }
             ["show", "errors"] | ["show", "error"] => Ok(self.graph.show_errors()),
