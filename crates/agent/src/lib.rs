@@ -6,3 +6,6 @@
 //! allocation and interface MAC derivation.
 
 pub mod ipam;
+pub mod model;
+pub mod policy;
+pub mod service;

@@ -1,0 +1,1 @@
+//! NetworkPolicy renderer: NetworkPolicy + Pod + Namespace → ACL tables (SYSTEM.md section 7).

@@ -1,0 +1,1 @@
+//! Service renderer: Service + EndpointSlice + Pod + Node → NAT44 mappings (SYSTEM.md section 6).
