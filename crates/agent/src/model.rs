@@ -20,8 +20,10 @@ pub enum ModelError {
 /// `namespace/name`, or `name` for cluster-scoped objects.
 pub type Key = String;
 
-/// One Kubernetes object of a kind vecnet renders.
+/// One Kubernetes object of a kind vecnet renders. (Variants differ much in size; objects are
+/// parsed once per change, never per packet, so boxing buys nothing.)
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum Object {
     Namespace(Namespace),
     Pod(Pod),
