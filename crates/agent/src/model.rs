@@ -194,7 +194,11 @@ pub fn parse_manifests(text: &str) -> Result<Vec<Object>, ModelError> {
             continue;
         }
         if v.get("kind").and_then(|k| k.as_str()) == Some("List") {
-            let items = v.get("items").and_then(|i| i.as_array()).cloned().unwrap_or_default();
+            let items = v
+                .get("items")
+                .and_then(|i| i.as_array())
+                .cloned()
+                .unwrap_or_default();
             for item in items {
                 out.push(parse_object(doc, item)?);
             }

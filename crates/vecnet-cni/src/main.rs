@@ -20,7 +20,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
         other => {
-            let verb: String = other.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+            let verb: String = other
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .collect();
             println!(
                 r#"{{"cniVersion":"1.1.0","code":11,"msg":"vecnetd is not available","details":"{verb}: this build has no vecnetd control socket yet"}}"#
             );

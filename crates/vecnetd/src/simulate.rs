@@ -168,8 +168,9 @@ pub fn simulate_text(
     let de = serde_yaml_ng::Deserializer::from_str(text);
     let sc: Scenario = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        if path == "." {
+        let inner = e.into_inner().to_string();
+        // serde_yaml_ng already names the path in some messages; say it once.
+        if path == "." || inner.starts_with(&path) {
             anyhow!("{name}: {inner}")
         } else {
             anyhow!("{name}: {path}: {inner}")

@@ -65,9 +65,11 @@ fn golden_ping_gateway() {
     check_golden("ping-gateway");
 }
 
-/// The seed document's lines for the L3 nodes (POD_TO_SERVICE_HOST.md, request), which the L3
-/// scenario with the same addresses must print verbatim; `dpo-idx` is a run-time number and is
-/// normalised, timestamps are fixed by `--clock`.
+/// The request of POD_TO_SERVICE_HOST.md without its Service: `virtio-input`, `ethernet-input`
+/// and every line from `ip4-lookup` on are the seed's verbatim (the seed's packet is translated to
+/// 10.20.0.2:8080 before `ip4-lookup`); `ip4-input` shows 10.20.0.2:8080 where the seed, before
+/// NAT, shows the Service. `dpo-idx` is a run-time number and is normalised; the timestamp origin
+/// is fixed by `--clock`.
 const SEED_REQUEST_L3: &str = "\
 02:54:30:091783: virtio-input
   virtio: hw_if_index 6 next-index 4 vring 0 len 74

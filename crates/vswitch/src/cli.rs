@@ -25,6 +25,13 @@ pub const COMMANDS: &[&str] = &[
     "show interface address",
     "show ip fib [table <n>] [<prefix>]",
     "show ip arp",
+    "show nat44 sessions [detail]",
+    "show nat44 static mappings",
+    "show nat44 interfaces",
+    "show nat44 addresses",
+    "show acl-plugin acl",
+    "show acl-plugin sessions",
+    "show acl-plugin interface",
     "show version",
 ];
 
@@ -73,6 +80,24 @@ impl Dataplane {
                 Ok(self.show_ip_fib(table, prefix))
             }
             ["show", "ip", "arp"] => Ok(self.show_ip_arp()),
+            ["show", "nat44", rest @ ..] => {
+                let w = &self.worker;
+                vecnet_nat::show::show(rest, &w.snap.l3, &w.snap.nat, &w.nat).ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "show nat44: unknown {:?} (sessions [detail], static mappings, interfaces, addresses)",
+                        rest.join(" ")
+                    ))
+                })
+            }
+            ["show", "acl-plugin", rest @ ..] => {
+                let w = &self.worker;
+                vecnet_acl::show::show(rest, &w.snap.l3, &w.snap.acl, &w.acl).ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "show acl-plugin: unknown {:?} (acl, sessions, interface)",
+                        rest.join(" ")
+                    ))
+                })
+            }
             ["show", "version"] => Ok(format!(
                 "vecnet v{} (VPP 18.01 trace format)\n",
                 env!("CARGO_PKG_VERSION")
@@ -110,7 +135,9 @@ fn parse_num(s: &str, what: &str) -> Result<u32, CliError> {
         .map_err(|_| CliError::Usage(format!("{what}: {s:?} is not a number")))
 }
 
-fn parse_prefix(s: &str) -> Result<(Ipv4Addr, u8), CliError> {
+/// `a.b.c.d/len` (exact entry) or `a.b.c.d` (longest match).
+fn parse_prefix(s: &str) -> Result<(Ipv4Addr, u8, bool), CliError> {
+    let exact = s.contains('/');
     let (a, l) = s.split_once('/').unwrap_or((s, "32"));
     let a: Ipv4Addr = a
         .parse()
@@ -120,7 +147,7 @@ fn parse_prefix(s: &str) -> Result<(Ipv4Addr, u8), CliError> {
         .ok()
         .filter(|&l| l <= 32)
         .ok_or_else(|| CliError::Usage(format!("{s:?}: bad prefix length")))?;
-    Ok((a, l))
+    Ok((a, l, exact))
 }
 
 /// The command with the smallest edit distance to `input`, if reasonably close.

@@ -3,6 +3,8 @@
 
 use std::net::Ipv4Addr;
 
+use vecnet_acl::AclConfig;
+use vecnet_nat::NatConfig;
 use vecnet_nodes::InterfaceKind;
 use vecnet_wire::MacAddr;
 
@@ -18,7 +20,13 @@ pub struct InterfaceConfig {
     pub fib_index: u32,
     pub admin_up: bool,
     pub pod: Option<String>,
-    /// Node names of the enabled `ip4-unicast` features, in arc order.
+    /// NAT44 roles (SYSTEM.md 6.4): backends live behind an `inside` interface, clients come
+    /// from an `outside` one; `nat_output` = SNAT output feature (uplink).
+    pub nat_inside: bool,
+    pub nat_outside: bool,
+    pub nat_output: bool,
+    /// Node names of extra `ip4-unicast` features, in arc order, before the ACL and NAT ones
+    /// that bindings and roles add.
     pub unicast_features: Vec<String>,
     /// Node names of the enabled `ip4-output` features, in arc order.
     pub output_features: Vec<String>,
@@ -36,6 +44,9 @@ impl InterfaceConfig {
             fib_index: 0,
             admin_up: true,
             pod: None,
+            nat_inside: false,
+            nat_outside: false,
+            nat_output: false,
             unicast_features: Vec::new(),
             output_features: Vec::new(),
         }
@@ -97,4 +108,8 @@ pub struct DataplaneConfig {
     pub static_neighbours: Vec<NeighbourConfig>,
     /// Dynamic neighbours to start with, as if learned (scenarios, restored state).
     pub seeded_neighbours: Vec<NeighbourConfig>,
+    pub nat: NatConfig,
+    pub acl: AclConfig,
+    /// Seed of the workers' random choices (load balancing, port allocation).
+    pub seed: u64,
 }

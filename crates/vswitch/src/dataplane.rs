@@ -20,6 +20,9 @@ use vecnet_nodes::ip4_rewrite::Ip4Rewrite;
 use vecnet_nodes::virtio_input::VirtioInput;
 use vecnet_nodes::{DeviceIo, L3Config, L3Runtime, L3State};
 
+use vecnet_acl::{AclConfig, AclRuntime, AclState, AclTables};
+use vecnet_nat::{NatConfig, NatRuntime, NatState, NatTables};
+
 use crate::build::{build_l3, BuildError, NodeResolver};
 use crate::config::DataplaneConfig;
 
@@ -27,6 +30,8 @@ use crate::config::DataplaneConfig;
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub l3: L3Config,
+    pub nat: NatTables,
+    pub acl: AclTables,
 }
 
 impl FormatContext for Snapshot {
@@ -39,12 +44,28 @@ impl FormatContext for Snapshot {
 pub struct Worker {
     pub snap: Arc<Snapshot>,
     pub l3: L3State,
+    pub nat: NatState,
+    pub acl: AclState,
 }
 
 impl L3Runtime for Worker {
     #[inline]
     fn l3(&mut self) -> (&L3Config, &mut L3State) {
         (&self.snap.l3, &mut self.l3)
+    }
+}
+
+impl NatRuntime for Worker {
+    #[inline]
+    fn nat(&mut self) -> (&L3Config, &NatTables, &mut NatState) {
+        (&self.snap.l3, &self.snap.nat, &mut self.nat)
+    }
+}
+
+impl AclRuntime for Worker {
+    #[inline]
+    fn acl(&mut self) -> (&L3Config, &AclTables, &mut AclState) {
+        (&self.snap.l3, &self.snap.acl, &mut self.acl)
     }
 }
 
@@ -104,9 +125,20 @@ impl Dataplane {
         let ethernet_input = g.add_node(Box::new(EthernetInput))?;
         let arp_input = g.add_node(Box::new(ArpInput))?;
         let ip4_input = g.add_node(Box::new(Ip4Input))?;
+        // Feature nodes sit between their arc's ends in index order, so that one dispatch pass
+        // carries a packet through the whole arc.
+        let [acl_in, acl_out] = vecnet_acl::acl_plugin_fa::nodes::<Worker>();
+        g.add_node(acl_in)?;
+        for n in vecnet_nat::nodes::input_nodes::<Worker>() {
+            g.add_node(n)?;
+        }
         let ip4_lookup = g.add_node(Box::new(Ip4Lookup))?;
         g.add_node(Box::new(Ip4LoadBalance))?;
         let ip4_rewrite = g.add_node(Box::new(Ip4Rewrite))?;
+        g.add_node(acl_out)?;
+        for n in vecnet_nat::nodes::output_nodes::<Worker>() {
+            g.add_node(n)?;
+        }
         let ip4_arp = g.add_node(Box::new(Ip4Arp(ArpMode::Incomplete)))?;
         let ip4_glean = g.add_node(Box::new(Ip4Arp(ArpMode::Glean)))?;
         g.add_node(Box::new(Ip4Local { udp_lookup: false }))?;
@@ -134,8 +166,12 @@ impl Dataplane {
                         seeded_neighbours: Default::default(),
                         epoch: 0,
                     },
+                    nat: NatTables::default(),
+                    acl: AclTables::default(),
                 }),
                 l3: L3State::new(device),
+                nat: NatState::new(&NatConfig::default(), 0),
+                acl: AclState::new(&AclConfig::default()),
             },
             pool: BufferPool::new(opts.buffers),
             trace: TraceStore::new(opts.trace_capacity),
@@ -151,13 +187,19 @@ impl Dataplane {
     /// Compiles `cfg` and makes it the live snapshot (atomically for the graph: between vectors).
     pub fn apply(&mut self, cfg: &DataplaneConfig) -> Result<(), DataplaneError> {
         self.epoch += 1;
+        let nat = NatTables::build(&cfg.nat);
+        let acl = AclTables::build(&cfg.acl);
+        let with_features = with_features(cfg, &acl);
         let l3 = {
             let mut r = Resolver {
                 dp_graph: &mut self.graph,
                 nodes: self.nodes,
             };
-            build_l3(cfg, &mut r, self.epoch)?
+            build_l3(&with_features, &mut r, self.epoch)?
         };
+        if cfg.seed != self.config.seed || self.epoch == 1 {
+            self.worker.nat = NatState::new(&cfg.nat, cfg.seed);
+        }
         for iface in l3.interfaces.iter().flatten() {
             if let Some((end, features)) = iface.ip4_unicast_arc.split_last() {
                 self.graph
@@ -168,19 +210,24 @@ impl Dataplane {
                     .connect_feature_arc(self.nodes.ip4_rewrite, features, *end)?;
             }
         }
-        self.worker.snap = Arc::new(Snapshot { l3 });
+        self.worker.snap = Arc::new(Snapshot { l3, nat, acl });
         self.config = cfg.clone();
+        self.sync_worker();
+        Ok(())
+    }
+
+    /// Lets per-worker state follow the snapshot (once per main loop, never per packet).
+    fn sync_worker(&mut self) {
         let now = self.graph.clock.now_ns();
         let snap = Arc::clone(&self.worker.snap);
         self.worker.l3.sync(&snap.l3, now);
-        Ok(())
+        self.worker.nat.sync(&snap.nat, now);
+        self.worker.acl.sync(&snap.acl, now);
     }
 
     /// One main-loop iteration; returns the packets received.
     pub fn run_once(&mut self) -> usize {
-        let snap = Arc::clone(&self.worker.snap);
-        let now = self.graph.clock.now_ns();
-        self.worker.l3.sync(&snap.l3, now);
+        self.sync_worker();
         self.graph
             .run_once(&mut self.worker, &mut self.pool, &mut self.trace)
     }
@@ -197,6 +244,30 @@ impl Dataplane {
     pub fn uptime(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
     }
+}
+
+/// The interface list with the feature nodes that ACL bindings and NAT roles enable, in the
+/// era-A order: ingress ACL → NAT (SYSTEM.md D1); egress ACL → output NAT.
+fn with_features(cfg: &DataplaneConfig, acl: &AclTables) -> DataplaneConfig {
+    let mut out = cfg.clone();
+    for i in &mut out.interfaces {
+        if acl.has_input(i.sw_if_index) {
+            i.unicast_features.push("acl-plugin-in-ip4-fa".into());
+        }
+        match (i.nat_inside, i.nat_outside) {
+            (true, true) => i.unicast_features.push("nat44-classify".into()),
+            (false, true) => i.unicast_features.push("nat44-out2in".into()),
+            (true, false) => i.unicast_features.push("nat44-in2out".into()),
+            (false, false) => {}
+        }
+        if acl.has_output(i.sw_if_index) {
+            i.output_features.push("acl-plugin-out-ip4-fa".into());
+        }
+        if i.nat_output {
+            i.output_features.push("nat44-in2out-output".into());
+        }
+    }
+    out
 }
 
 struct Resolver<'a> {

@@ -18,8 +18,7 @@ impl Dataplane {
         let snap = self.snapshot();
         let st = &self.worker.l3;
         let mut out = String::new();
-        let _ = writeln!(
-            out,
+        let header = format!(
             "{}{}{}{}{}",
             center("Name", 32),
             center("Idx", 5),
@@ -27,6 +26,7 @@ impl Dataplane {
             center("Counter", 21),
             center("Count", 16)
         );
+        let _ = writeln!(out, "{}", header.trim_end());
         let mut ifs: Vec<_> = snap.l3.interfaces.iter().flatten().collect();
         ifs.sort_by(|a, b| a.name.cmp(&b.name));
         for i in ifs {
@@ -84,7 +84,7 @@ impl Dataplane {
     }
 
     /// `show ip fib [table N] [prefix]`.
-    pub fn show_ip_fib(&self, table: Option<u32>, filter: Option<(Ipv4Addr, u8)>) -> String {
+    pub fn show_ip_fib(&self, table: Option<u32>, filter: Option<(Ipv4Addr, u8, bool)>) -> String {
         let cfg = &self.snapshot().l3;
         let st = &self.worker.l3;
         let mut out = String::new();
@@ -102,10 +102,17 @@ impl Dataplane {
             );
             for (prefix, len, lb) in t.routes() {
                 let p = Ipv4Addr::from(prefix);
-                if let Some((fp, fl)) = filter {
-                    // A filter shows the entry that forwards it: the longest match.
+                if let Some((fp, fl, exact)) = filter {
                     let m = vecnet_nodes::config::prefix_mask(len);
-                    if fl < len || u32::from(fp) & m != prefix || t.lookup(u32::from(fp)) != lb {
+                    let covers = fl >= len && u32::from(fp) & m == prefix;
+                    // `a.b.c.d/len` shows that entry; a bare address shows the entry that
+                    // forwards it (the longest match).
+                    let shown = if exact {
+                        len == fl && covers
+                    } else {
+                        covers && t.lookup(u32::from(fp)) == lb
+                    };
+                    if !shown {
                         continue;
                     }
                 }
@@ -121,8 +128,7 @@ impl Dataplane {
         let st = &self.worker.l3;
         let now = self.graph.clock.now_ns();
         let mut out = String::new();
-        let _ = writeln!(
-            out,
+        let header = format!(
             "{}{}{}{}{}",
             center("Time", 12),
             center("IP4", 16),
@@ -130,6 +136,7 @@ impl Dataplane {
             center("Ethernet", 20),
             center("Interface", 24)
         );
+        let _ = writeln!(out, "{}", header.trim_end());
         let mut rows: Vec<(u32, Ipv4Addr, f64, &str, vecnet_wire::MacAddr)> = Vec::new();
         for (&(sw, ip), &mac) in &cfg.static_neighbours {
             rows.push((sw, ip, 0.0, "S", mac));
