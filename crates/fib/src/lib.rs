@@ -90,9 +90,10 @@ enum Ply {
 }
 
 impl Ply {
-    /// Prefix length fully covered by one slot of this ply's *parent*, i.e. the
-    /// longest route length that a leaf replacing a child of this ply may carry.
-    fn child_base_len(self) -> u8 {
+    /// Prefix length that one slot of this ply spans. Only meaningful for plies
+    /// that can have children (root and second level), which is the only place
+    /// it is asked: a leaf in such a slot must not be more specific than this.
+    fn slot_span_len(self) -> u8 {
         match self {
             Ply::Root => ROOT_BITS,
             Ply::Node(_) => ROOT_BITS + 8,
@@ -391,7 +392,7 @@ impl Ip4Mtrie {
         let leaves = &self.plies[child];
         let lens = &self.ply_lens[child];
         let (first, first_len) = (leaves[0], lens[0]);
-        if is_ply(first) || first_len > ply.child_base_len() {
+        if is_ply(first) || first_len > ply.slot_span_len() {
             return;
         }
         if leaves.iter().all(|&s| s == first) && lens.iter().all(|&l| l == first_len) {
@@ -617,7 +618,7 @@ mod tests {
             (0u32..4, any::<u32>()).prop_map(|(hi, lo)| 0x0a00_0000 | (hi << 16) | (lo & 0x3ff)),
         ];
         prop_oneof![
-            3 => (addr.clone(), 0u8..=32, 0u32..16).prop_map(|(a, l, v)| Op::Insert(a, l, v)),
+            3 => (addr.clone(), 0u8..=32, 0u32..3).prop_map(|(a, l, v)| Op::Insert(a, l, v)),
             2 => (addr, 0u8..=32).prop_map(|(a, l)| Op::Remove(a, l)),
         ]
     }
