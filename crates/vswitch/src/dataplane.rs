@@ -187,7 +187,17 @@ impl Dataplane {
     /// Compiles `cfg` and makes it the live snapshot (atomically for the graph: between vectors).
     pub fn apply(&mut self, cfg: &DataplaneConfig) -> Result<(), DataplaneError> {
         self.epoch += 1;
-        let nat = NatTables::build(&cfg.nat);
+        let mut nat = NatTables::build(&cfg.nat);
+        nat.roles = cfg
+            .interfaces
+            .iter()
+            .map(|i| vecnet_nat::runtime::NatInterfaceRole {
+                sw_if_index: i.sw_if_index,
+                inside: i.nat_inside,
+                outside: i.nat_outside,
+                output: i.nat_output,
+            })
+            .collect();
         let acl = AclTables::build(&cfg.acl);
         let with_features = with_features(cfg, &acl);
         let l3 = {
