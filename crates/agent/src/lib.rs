@@ -5,7 +5,10 @@
 //! (per-node subnets, gateway, NAT loopback, node and BVI addresses), pod IP
 //! allocation and interface MAC derivation.
 
+pub mod cni;
+pub mod control;
 pub mod ipam;
 pub mod model;
 pub mod policy;
+pub mod render;
 pub mod service;

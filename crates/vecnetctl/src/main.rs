@@ -1,21 +1,72 @@
-//! `vecnetctl`: the operator CLI. It talks to `vecnetd` over its control socket, which arrives
-//! with the node daemon (`vecnetd run`); until then the same commands run inside
-//! `vecnetd simulate` (see docs/cli.md).
+//! `vecnetctl`: VPP-style commands for a running `vecnetd`, over its control socket.
+//!
+//! ```text
+//! vecnetctl [--socket PATH] show trace | trace add virtio-input 10 | show nat44 sessions | …
+//! vecnetctl pods | ipam
+//! ```
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use vecnet_agent::control;
+
+const DEFAULT_SOCKET: &str = "/run/vecnet/vecnetd.sock";
+
+fn usage() -> &'static str {
+    "usage: vecnetctl [--socket PATH] COMMAND...\n\
+     \n\
+     VPP-style commands (answered by vecnetd's data plane):\n\
+       show trace [max N] | trace add virtio-input N | clear trace\n\
+       show interface [address] | show ip fib [table N] [PREFIX] | show ip arp\n\
+       show runtime | clear runtime | show errors | clear errors | show version\n\
+       show nat44 sessions [detail] | static mappings | interfaces | addresses\n\
+       show acl-plugin acl | sessions | interface\n\
+     contiv-netctl style:\n\
+       pods   the pods attached on this node\n\
+       ipam   this node's addressing and allocated pod IPs\n"
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut socket =
+        PathBuf::from(std::env::var("VECNET_SOCKET").unwrap_or_else(|_| DEFAULT_SOCKET.into()));
+    if args.first().map(String::as_str) == Some("--socket") {
+        if args.len() < 2 {
+            eprintln!("vecnetctl: --socket needs a path\n\n{}", usage());
+            return ExitCode::from(2);
+        }
+        socket = PathBuf::from(args.remove(1));
+        args.remove(0);
+    }
     match args.first().map(String::as_str) {
+        None | Some("-h") | Some("--help") | Some("help") => {
+            print!("{}", usage());
+            return ExitCode::SUCCESS;
+        }
         Some("--version") | Some("-V") => {
             println!("vecnetctl {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let line = args.join(" ");
+    let (method, path, body) = match line.as_str() {
+        "pods" => ("GET", "/v1/pods", String::new()),
+        "ipam" => ("GET", "/v1/ipam", String::new()),
+        _ => ("POST", "/v1/cli", line.clone()),
+    };
+    match control::call(&socket, method, path, &body, Duration::from_secs(30)) {
+        Ok((200, out)) => {
+            print!("{out}");
             ExitCode::SUCCESS
         }
-        _ => {
-            eprintln!(
-                "vecnetctl: no vecnetd control socket in this build yet (the node daemon, `vecnetd run`, is not implemented); \
-                 the VPP-style commands are available offline through `vecnetd simulate` (docs/cli.md)"
-            );
+        Ok((_, err)) => {
+            eprint!("vecnetctl: {err}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("vecnetctl: {e} (is vecnetd running? --socket or VECNET_SOCKET selects another socket)");
             ExitCode::from(2)
         }
     }

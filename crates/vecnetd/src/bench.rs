@@ -1,28 +1,37 @@
-//! `vecnetd bench`: the routed path (ethernet-input → ip4-input → ip4-lookup → ip4-rewrite →
-//! output) at full vectors on one core, fed by the packet generator, with a generator-only
-//! baseline measured in the same run. Figures go to BENCHMARKS.md.
+//! `vecnetd bench`: graph benchmarks on one core, fed by the packet generator, each case measured
+//! alternately with a generator-only baseline and the routed path in the same run (ratios, not
+//! absolute numbers across days: these machines are noisy). Figures go to BENCHMARKS.md.
+//!
+//! Cases: `routed` (ethernet-input → ip4-input → ip4-lookup → ip4-rewrite → output), `nat`
+//! (the seed path without ACLs: established flows through nat44-out2in DNAT), `nat-new` (every
+//! packet a new connection: session creation and load balancing), `nat-10k` and `nat-100k`
+//! (established flows spread over 10 000 / 100 000 Services × 10 endpoints).
 
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
-use vecnet_graph::{clock::cpu_clocks, Clock};
+use vecnet_graph::{clock::cpu_clocks, BufferPool, Clock};
 use vecnet_nodes::DeviceIo;
-use vecnet_vswitch::pg::{routed_config as config, routed_generator as generator};
-use vecnet_vswitch::{Dataplane, DataplaneOptions, PacketGenerator};
+use vecnet_vswitch::pg::{nat_config, nat_generator, routed_config, routed_generator};
+use vecnet_vswitch::{Dataplane, DataplaneConfig, DataplaneOptions, PacketGenerator};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Packets per measured run.
-    #[arg(long, default_value_t = 20_000_000)]
+    /// Packets per measured run (established cases).
+    #[arg(long, default_value_t = 10_000_000)]
     packets: u64,
-    /// Distinct flows (destination addresses, one /32 route each).
+    /// Distinct flows of the established cases.
     #[arg(long, default_value_t = 10_000)]
     flows: u32,
     /// Measured runs of each case; medians are reported.
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Cases to run (comma-separated): routed, nat, nat-new, nat-10k, nat-100k, all.
+    #[arg(long, default_value = "all")]
+    cases: String,
 }
 
+#[derive(Debug, Clone, Copy, Default)]
 struct Sample {
     mpps: f64,
     cycles_per_packet: f64,
@@ -30,19 +39,28 @@ struct Sample {
     vectors_per_call: f64,
 }
 
-fn routed(packets: u64, flows: u32) -> Result<(Sample, String)> {
-    let mut pg = generator(flows);
-    pg.remaining = packets;
+/// Runs `packets` packets through a fresh data plane after `warm` packets of warm-up.
+fn measure(
+    cfg: &DataplaneConfig,
+    mut pg: PacketGenerator,
+    warm: u64,
+    packets: u64,
+) -> Result<(Sample, String)> {
+    pg.remaining = warm + packets;
     let opts = DataplaneOptions {
         buffers: 4096,
         trace_capacity: 16,
         clock: Clock::real(),
     };
     let mut dp = Dataplane::new(opts, Box::new(pg)).map_err(|e| anyhow!("{e}"))?;
-    dp.apply(&config(flows)).map_err(|e| anyhow!("{e}"))?;
-    // Warm caches and the trie before measuring.
-    for _ in 0..64 {
-        dp.run_once();
+    dp.apply(cfg).map_err(|e| anyhow!("{e}"))?;
+    let mut w = 0;
+    while w < warm {
+        let got = dp.run_once() as u64;
+        if got == 0 {
+            break;
+        }
+        w += got;
     }
     dp.graph.clear_counters();
     let t0 = Instant::now();
@@ -57,52 +75,40 @@ fn routed(packets: u64, flows: u32) -> Result<(Sample, String)> {
     }
     let cycles = cpu_clocks().wrapping_sub(c0) as f64;
     let secs = t0.elapsed().as_secs_f64();
-    let sent = dp
-        .device_mut()
-        .as_any_mut()
-        .downcast_mut::<PacketGenerator>()
-        .map(|p| p.sent_packets)
-        .unwrap_or(0);
-    if sent < n {
+    let dropped: u64 = dp.graph.drop_counters().iter().sum();
+    if dropped > 0 {
         return Err(anyhow!(
-            "only {sent} of {n} packets reached the output: the routed path dropped packets"
+            "{dropped} packets dropped:\n{}",
+            dp.graph.show_errors()
         ));
     }
-    let mut graph_clocks = 0u64;
-    let (mut calls, mut vectors) = (0u64, 0u64);
-    for name in [
-        "ethernet-input",
-        "ip4-input",
-        "ip4-lookup",
-        "ip4-rewrite",
-        "tap0-output",
-    ] {
-        let i = dp
-            .graph
-            .node_index(name)
-            .ok_or_else(|| anyhow!("no node {name}"))?;
+    let (mut clocks, mut calls, mut vectors) = (0u64, 0u64, 0u64);
+    let input = dp.nodes.virtio_input;
+    for i in 0..dp.graph.node_count() as u32 {
         let s = dp.graph.stats(i);
-        graph_clocks += s.clocks;
+        if i != input {
+            clocks += s.clocks;
+        }
         calls += s.calls;
         vectors += s.vectors;
     }
-    let runtime = dp.graph.show_runtime(0, secs);
+    let n = n.max(1);
     Ok((
         Sample {
             mpps: n as f64 / secs / 1e6,
             cycles_per_packet: cycles / n as f64,
-            graph_clocks_per_packet: graph_clocks as f64 / n as f64,
+            graph_clocks_per_packet: clocks as f64 / n as f64,
             vectors_per_call: vectors as f64 / calls.max(1) as f64,
         },
-        runtime,
+        dp.graph.show_runtime(0, secs),
     ))
 }
 
-/// The generator and the null sink alone: what the routed figure contains besides the graph.
-fn baseline(packets: u64, flows: u32) -> Sample {
-    let mut pg = generator(flows);
+/// The generator and the null sink alone: what every figure contains besides the graph.
+fn baseline(packets: u64) -> Sample {
+    let mut pg = routed_generator(1000);
     pg.remaining = packets;
-    let mut pool = vecnet_graph::BufferPool::new(4096);
+    let mut pool = BufferPool::new(4096);
     let mut frame = vec![0u32; 256];
     let t0 = Instant::now();
     let c0 = cpu_clocks();
@@ -116,64 +122,148 @@ fn baseline(packets: u64, flows: u32) -> Sample {
         n += got as u64;
     }
     let cycles = cpu_clocks().wrapping_sub(c0) as f64;
-    let secs = t0.elapsed().as_secs_f64();
     Sample {
-        mpps: n as f64 / secs / 1e6,
-        cycles_per_packet: cycles / n as f64,
-        graph_clocks_per_packet: 0.0,
-        vectors_per_call: 256.0,
+        mpps: n as f64 / t0.elapsed().as_secs_f64() / 1e6,
+        cycles_per_packet: cycles / n.max(1) as f64,
+        ..Default::default()
     }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+struct Case {
+    name: &'static str,
+    what: String,
+    run: Box<dyn Fn() -> Result<(Sample, String)>>,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let runs = a.runs.max(1);
-    let (mut base, mut rt) = (Vec::new(), Vec::new());
-    let mut last_runtime = String::new();
-    // Alternate the cases so that machine noise hits both alike.
-    for _ in 0..runs {
-        base.push(baseline(a.packets, a.flows));
-        let (s, r) = routed(a.packets, a.flows)?;
-        rt.push(s);
-        last_runtime = r;
+    let (packets, flows) = (a.packets, a.flows.max(1));
+    let wanted: Vec<&str> = a.cases.split(',').map(str::trim).collect();
+    let all = wanted.contains(&"all");
+    let mut cases: Vec<Case> = Vec::new();
+    let want = |n: &str| all || wanted.contains(&n);
+    if want("routed") || want("nat") || want("nat-new") || want("nat-10k") || want("nat-100k") {
+        // The routed path is the in-run reference of every other case.
+        cases.push(Case {
+            name: "routed",
+            what: format!("{flows} flows over {flows} /32 routes"),
+            run: Box::new(move || {
+                measure(
+                    &routed_config(flows),
+                    routed_generator(flows),
+                    64 * 256,
+                    packets,
+                )
+            }),
+        });
+    }
+    if want("nat") {
+        cases.push(Case {
+            name: "nat",
+            what: format!("{flows} established flows to 1 Service x 10 endpoints"),
+            run: Box::new(move || {
+                measure(
+                    &nat_config(1, 10, 1 << 20),
+                    nat_generator(1, flows),
+                    flows as u64,
+                    packets,
+                )
+            }),
+        });
+    }
+    if want("nat-new") {
+        let n = 60_000u32;
+        cases.push(Case {
+            name: "nat-new",
+            what: format!(
+                "{n} new connections (each packet creates a session) to 1 Service x 10 endpoints"
+            ),
+            run: Box::new(move || {
+                measure(
+                    &nat_config(1, 10, 1 << 20),
+                    nat_generator(1, n),
+                    0,
+                    n as u64,
+                )
+            }),
+        });
+    }
+    for (name, services) in [("nat-10k", 10_000u32), ("nat-100k", 100_000u32)] {
+        if want(name) {
+            let f = flows.max(services);
+            cases.push(Case {
+                name,
+                what: format!(
+                    "{f} established flows spread over {services} Services x 10 endpoints"
+                ),
+                run: Box::new(move || {
+                    measure(
+                        &nat_config(services, 10, 1 << 20),
+                        nat_generator(services, f),
+                        f as u64,
+                        packets,
+                    )
+                }),
+            });
+        }
     }
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
             c.lines()
                 .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into());
-    let b_cyc = median(base.iter().map(|s| s.cycles_per_packet).collect());
-    let r_cyc = median(rt.iter().map(|s| s.cycles_per_packet).collect());
-    let g_clk = median(rt.iter().map(|s| s.graph_clocks_per_packet).collect());
+    println!("vecnetd bench: {runs} runs per case, medians; 60-byte frames; one core; cpu: {cpu}");
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); cases.len()];
+    let mut base = Vec::new();
+    let mut runtimes = vec![String::new(); cases.len()];
+    // Alternate the cases so that machine noise hits all alike.
+    for _ in 0..runs {
+        base.push(baseline(packets.min(5_000_000)));
+        for (k, c) in cases.iter().enumerate() {
+            let (s, r) = (c.run)()?;
+            samples[k].push(s);
+            runtimes[k] = r;
+        }
+    }
+    let b = median(base.iter().map(|s| s.cycles_per_packet).collect());
+    println!("baseline (generator + null sink only): {b:.1} cycles/packet");
+    let routed_graph = samples
+        .first()
+        .map(|s| median(s.iter().map(|x| x.graph_clocks_per_packet).collect()))
+        .unwrap_or(0.0);
     println!(
-        "vecnetd bench: routed path, {} packets x {} runs, {} flows, 60-byte frames, 1 core",
-        a.packets, runs, a.flows
+        "{:<10} {:>8} {:>14} {:>14} {:>12} {:>10}  what",
+        "case", "Mpps", "cycles/pkt", "graph clk/pkt", "vs routed", "vec/call"
     );
-    println!("cpu: {cpu}");
-    println!(
-        "baseline (generator + null sink only): {:.2} Mpps, {:.1} cycles/packet",
-        median(base.iter().map(|s| s.mpps).collect()),
-        b_cyc
-    );
-    println!(
-        "routed path: {:.2} Mpps, {:.1} cycles/packet in all, graph {:.1} clocks/packet (ethernet-input..output), {:.1} vectors/call",
-        median(rt.iter().map(|s| s.mpps).collect()),
-        r_cyc,
-        g_clk,
-        median(rt.iter().map(|s| s.vectors_per_call).collect())
-    );
-    println!(
-        "routed minus baseline: {:.1} cycles/packet; routed / baseline = {:.2}",
-        r_cyc - b_cyc,
-        r_cyc / b_cyc
-    );
-    println!("\nshow runtime of the last run:\n{last_runtime}");
+    for (k, c) in cases.iter().enumerate() {
+        let s = &samples[k];
+        let g = median(s.iter().map(|x| x.graph_clocks_per_packet).collect());
+        println!(
+            "{:<10} {:>8.2} {:>14.1} {:>14.1} {:>11.2}x {:>10.1}  {}",
+            c.name,
+            median(s.iter().map(|x| x.mpps).collect()),
+            median(s.iter().map(|x| x.cycles_per_packet).collect()),
+            g,
+            if routed_graph > 0.0 {
+                g / routed_graph
+            } else {
+                0.0
+            },
+            median(s.iter().map(|x| x.vectors_per_call).collect()),
+            c.what
+        );
+    }
+    for (k, c) in cases.iter().enumerate() {
+        println!("\nshow runtime, last run of {}:\n{}", c.name, runtimes[k]);
+    }
     Ok(())
 }

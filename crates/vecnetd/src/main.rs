@@ -5,6 +5,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod config;
+mod daemon;
+mod demo;
 mod simulate;
 
 #[derive(Parser)]
@@ -25,6 +28,11 @@ enum Command {
     Simulate(simulate::Args),
     /// Measure the routed path on one core with a packet generator (not a test).
     Bench(bench::Args),
+    /// Run the node daemon: data plane on TAPs, agent, control socket.
+    Run(daemon::Args),
+    /// The seed's flow for real, in namespaces of its own (root): curl from a pod to a Service
+    /// whose endpoint is in the host network stack, with the trace.
+    Demo(demo::Args),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +40,8 @@ fn main() -> ExitCode {
     let r = match cli.command {
         Command::Simulate(a) => simulate::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Run(a) => daemon::run(a),
+        Command::Demo(a) => demo::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -20,7 +20,8 @@ pub struct Args {
     /// Scenario file (YAML or JSON).
     #[arg(required_unless_present = "scenario")]
     file: Option<PathBuf>,
-    /// A built-in scenario instead of a file: pod-to-host, host-to-pod, pod-to-pod, ping-gateway.
+    /// A built-in scenario instead of a file: seed (= pod-to-service-host), pod-to-host, host-to-pod,
+    /// pod-to-pod, ping-gateway.
     #[arg(long, conflicts_with = "file")]
     scenario: Option<String>,
     /// Seed for random choices (overrides the scenario's `seed`).
@@ -176,9 +177,9 @@ pub fn simulate_text(
             anyhow!("{name}: {path}: {inner}")
         }
     })?;
-    let _seed = seed.unwrap_or(sc.seed);
-    let plan = plan(&sc).map_err(|e| anyhow!("{name}: {e}"))?;
-    for w in object_warnings(&sc.objects).map_err(|e| anyhow!("{name}: {e}"))? {
+    let mut plan = plan(&sc).map_err(|e| anyhow!("{name}: {e}"))?;
+    plan.config.seed = seed.unwrap_or(sc.seed);
+    for w in &plan.warnings {
         warn(format!("{name}: warning: {w}"));
     }
 
@@ -255,6 +256,8 @@ fn mem(dp: &mut vecnet_vswitch::Dataplane) -> &mut MemIo {
 pub struct Plan {
     pub config: DataplaneConfig,
     pub frames: Vec<(u32, Vec<u8>)>,
+    /// Objects that were rejected or only partly rendered.
+    pub warnings: Vec<String>,
 }
 
 /// Renders the scenario's node and interfaces as SYSTEM.md section 3 lays out node N.
@@ -421,6 +424,8 @@ pub fn plan(sc: &Scenario) -> Result<Plan> {
         Path::Reject,
     ));
 
+    let warnings = render_objects(sc, &ipam, &mut cfg)?;
+
     let mut frames = Vec::new();
     for (k, p) in sc.packets.iter().enumerate() {
         let sw = *by_name
@@ -439,48 +444,117 @@ pub fn plan(sc: &Scenario) -> Result<Plan> {
     Ok(Plan {
         config: cfg,
         frames,
+        warnings,
     })
 }
 
-const KNOWN_KINDS: [&str; 6] = [
-    "Namespace",
-    "Pod",
-    "Service",
-    "EndpointSlice",
-    "NetworkPolicy",
-    "Endpoints",
-];
+/// Parses the scenario's objects and renders Services (NAT44) and NetworkPolicies (ACLs) for
+/// this node into `cfg`: mappings, NAT roles, ACL bindings. Pods of the scenario's interfaces
+/// exist as Pod objects even when the scenario does not list them.
+fn render_objects(
+    sc: &Scenario,
+    ipam: &vecnet_agent::ipam::NodeIpam,
+    cfg: &mut DataplaneConfig,
+) -> Result<Vec<String>> {
+    use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use vecnet_agent::model::{parse_object, ClusterState, Object};
+    use vecnet_agent::render::{render, LocalPod, NodeView};
 
-/// Objects are checked for shape; their rendering (Services, NetworkPolicies) is not built yet,
-/// so each is reported rather than silently ignored.
-fn object_warnings(objects: &[serde_json::Value]) -> Result<Vec<String>> {
-    let mut w = Vec::new();
-    for (k, o) in objects.iter().enumerate() {
-        let kind = o
-            .get("kind")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| anyhow!("objects[{k}].kind: missing"))?;
-        if !KNOWN_KINDS.contains(&kind) {
-            bail!(
-                "objects[{k}].kind: unsupported kind {kind:?} (expected one of {})",
-                KNOWN_KINDS.join(", ")
-            );
-        }
-        let meta = o.get("metadata");
-        let name = meta
-            .and_then(|m| m.get("name"))
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| anyhow!("objects[{k}].metadata.name: missing"))?;
-        let ns = meta
-            .and_then(|m| m.get("namespace"))
-            .and_then(|v| v.as_str());
-        let id = match ns {
-            Some(ns) => format!("{ns}/{name}"),
-            None => name.to_string(),
-        };
-        w.push(format!("objects[{k}]: {kind} {id}: not rendered by this build (Services and NetworkPolicies are not implemented yet); ignored"));
+    let mut state = ClusterState::default();
+    for (k, o) in sc.objects.iter().enumerate() {
+        let obj = parse_object(k, o.clone()).map_err(|e| match e {
+            vecnet_agent::model::ModelError::Invalid { msg, .. } => anyhow!("objects[{k}]: {msg}"),
+            other => anyhow!("objects[{k}]: {other}"),
+        })?;
+        state.apply(obj);
     }
-    Ok(w)
+    let mut pods = Vec::new();
+    let mut warnings = Vec::new();
+    for (ic, spec) in cfg.interfaces.iter().zip(&sc.interfaces) {
+        let (Some(key), Some(ip)) = (&spec.pod, spec.ip) else {
+            continue;
+        };
+        let (ns, name) = key.split_once('/').unwrap_or(("default", key.as_str()));
+        let key = format!("{ns}/{name}");
+        let pod = state.pods.entry(key.clone()).or_insert_with(|| Pod {
+            metadata: ObjectMeta {
+                name: Some(name.to_string()),
+                namespace: Some(ns.to_string()),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        let status = pod.status.get_or_insert_with(PodStatus::default);
+        match status.pod_ip.as_deref() {
+            Some(p) if p != ip.to_string() => warnings.push(format!(
+                "Pod {key}: status.podIP {p} differs from its interface's {ip}; using {ip}"
+            )),
+            _ => {}
+        }
+        status.pod_ip = Some(ip.to_string());
+        let spec_ = pod.spec.get_or_insert_with(PodSpec::default);
+        spec_.node_name = Some(sc.node.name.clone());
+        pods.push(LocalPod {
+            key,
+            ip,
+            sw_if_index: ic.sw_if_index,
+        });
+    }
+    let _ = Object::kind;
+    let host_ips: Vec<Ipv4Addr> = sc
+        .interfaces
+        .iter()
+        .flat_map(|i| i.host_ips.iter().copied())
+        .collect();
+    let uplinks: Vec<u32> = cfg
+        .interfaces
+        .iter()
+        .filter(|i| i.kind != InterfaceKind::Pod)
+        .map(|i| i.sw_if_index)
+        .collect();
+    let view = NodeView {
+        node_name: sc.node.name.clone(),
+        ipam: *ipam,
+        host_ips,
+        pods,
+        uplinks,
+    };
+    let r = render(&state, &view);
+    for i in &mut cfg.interfaces {
+        match i.kind {
+            InterfaceKind::Pod => {
+                i.nat_outside = true;
+                i.nat_inside = sc
+                    .interfaces
+                    .iter()
+                    .find(|s| s.name == i.name)
+                    .and_then(|s| s.ip)
+                    .is_some_and(|ip| r.inside_pod_ips.contains(&ip));
+            }
+            InterfaceKind::Host | InterfaceKind::VxlanBvi => {
+                i.nat_inside = true;
+                i.nat_outside = true;
+            }
+            InterfaceKind::Uplink => {
+                i.nat_outside = true;
+                i.nat_output = true;
+            }
+            InterfaceKind::Local => {}
+        }
+    }
+    for ip in &r.cluster_ips {
+        if !ipam.service_cidr.contains(*ip) {
+            cfg.routes.push(RouteConfig::new(*ip, 32, Path::Reject));
+        }
+    }
+    let mut nat = r.nat;
+    // simulate needs a small table; the daemon sizes it from its configuration.
+    nat.max_sessions = 65_536;
+    cfg.nat = nat;
+    cfg.acl = r.acl;
+    warnings.extend(r.warnings);
+    Ok(warnings)
 }
 
 fn parse_hex(s: &str) -> Result<Vec<u8>> {
@@ -536,6 +610,14 @@ const BUILTINS: &[(&str, &str)] = &[
     (
         "ping-gateway",
         include_str!("../scenarios/ping-gateway.yaml"),
+    ),
+    (
+        "seed",
+        include_str!("../scenarios/pod-to-service-host.yaml"),
+    ),
+    (
+        "pod-to-service-host",
+        include_str!("../scenarios/pod-to-service-host.yaml"),
     ),
 ];
 

@@ -84,7 +84,9 @@ const SEED_REQUEST_L3: &str = "\
     seq. 0xba5bf36d ack 0x00000000
     flags 0x02 SYN, tcp header: 40 bytes
     window 29200, checksum 0x9095
-02:54:30:091786: ip4-lookup
+02:54:30:091786: nat44-out2in
+  NAT44_OUT2IN: sw_if_index 6, next index 1, session index -1
+02:54:30:091787: ip4-lookup
   fib 0 dpo-idx 3 flow hash: 0x00000000
   TCP: 10.1.1.3 -> 10.20.0.2
     tos 0x00, ttl 64, length 60, checksum 0xc6ee
@@ -93,11 +95,11 @@ const SEED_REQUEST_L3: &str = "\
     seq. 0xba5bf36d ack 0x00000000
     flags 0x02 SYN, tcp header: 40 bytes
     window 29200, checksum 0x9095
-02:54:30:091787: ip4-rewrite
+02:54:30:091788: ip4-rewrite
   tx_sw_if_index 2 dpo-idx 3 : ipv4 via 172.30.1.2 tap0: 3e1b702d4d510123456789420800 flow hash: 0x00000000
   00000000: 3e1b702d4d5101234567894208004500003c5eb440003f06c7ee0a0101030a14
   00000020: 0002b4e61f90ba5bf36d00000000a002721090950000020405b40402
-02:54:30:091788: tap0-output
+02:54:30:091789: tap0-output
   tap0
   IP4: 01:23:45:67:89:42 -> 3e:1b:70:2d:4d:51
   TCP: 10.1.1.3 -> 10.20.0.2
@@ -276,7 +278,7 @@ fn other_scenario_errors() {
     expect_error(
         "bad-object.yaml",
         &format!("interfaces:\n{TAP0}objects:\n  - {{kind: Deployment, metadata: {{name: x}}}}\n"),
-        &["objects[0].kind", "Deployment"],
+        &["objects[0]: kind: unsupported kind", "Deployment"],
     );
     expect_error("not-yaml.yaml", "interfaces: [\n", &["not-yaml.yaml"]);
     let out = vecnetd(&["simulate", "/nonexistent/scenario.yaml"]);
@@ -291,20 +293,38 @@ fn other_scenario_errors() {
 }
 
 #[test]
-fn objects_not_yet_rendered_are_warned_about() {
+fn services_render_and_bad_ports_are_warned_about() {
     let p = scenario_file(
         "objects.yaml",
-        &format!("interfaces:\n{TAP0}objects:\n  - {{apiVersion: v1, kind: Service, metadata: {{name: web, namespace: default}}, spec: {{clusterIP: 10.96.0.10}}}}\n"),
+        &format!(
+            "interfaces:\n{TAP0}  - {{name: tap2, kind: pod, pod: default/client, ip: 10.1.1.3, mac: \"02:fe:16:3f:5f:0f\", sw_if_index: 6}}\n\
+objects:\n\
+  - {{apiVersion: v1, kind: Service, metadata: {{name: web, namespace: default}}, spec: {{clusterIP: 10.96.0.10, ports: [{{name: http, port: 80, protocol: TCP}}, {{name: sig, port: 9, protocol: SCTP}}]}}}}\n\
+packets:\n  - {{rx: tap2, frame: \"{SYN_TO_SVC}\"}}\n"
+        ),
     );
     let out = vecnetd(&["simulate", p.to_str().unwrap()]);
     let v = json(&out);
-    assert_eq!(v["tx"], serde_json::json!([]));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("warning") && err.contains("Service default/web"),
+        err.contains("warning") && err.contains("Service default/web") && err.contains("SCTP"),
         "{err}"
     );
+    // No endpoints: the SYN to the ClusterIP is rejected with ICMP port unreachable.
+    assert_eq!(v["tx"][0]["interface"], "tap2");
+    let trace = v["trace"].as_str().unwrap();
+    assert!(
+        trace.contains("NAT44_OUT2IN: sw_if_index 6, next index 2, session index -1"),
+        "{trace}"
+    );
+    assert!(
+        trace.contains("ICMP destination_unreachable port_unreachable"),
+        "{trace}"
+    );
 }
+
+/// SYN 10.1.1.3:46310 -> 10.96.0.10:80 (TCP checksum not verified on this path).
+const SYN_TO_SVC: &str = "02fe163f5f0f00000000000208004500003c5eb440004006c69a0a0101030a60000ab4e60050ba5bf36d00000000a0027210d22d0000020405b40402080a3b8e0f220000000001030307";
 
 #[test]
 fn malformed_frames_are_dropped_and_reported() {
@@ -341,4 +361,81 @@ fn malformed_frames_are_dropped_and_reported() {
         .as_str()
         .unwrap()
         .contains("error-drop\n  ip4-input: bad ip4 checksum"));
+}
+
+/// Replaces run-time numbers (SYSTEM.md 13.1, gotcha 11) and timestamps, keeping `-1`
+/// distinguishable from a real index.
+fn normalise_runtime(s: &str) -> String {
+    let mut out = String::new();
+    for line in s.lines() {
+        let mut l = line.to_string();
+        // Timestamps: HH:MM:SS:uuuuuu at line start.
+        if l.len() > 16
+            && l.as_bytes()[2] == b':'
+            && l.as_bytes()[5] == b':'
+            && l.as_bytes()[8] == b':'
+        {
+            l = format!("T{}", &l[15..]);
+        }
+        for word in [
+            "dpo-idx ",
+            "next index ",
+            "acl ",
+            "rule ",
+            "session index ",
+            "session ",
+        ] {
+            let mut res = String::new();
+            let mut rest = l.as_str();
+            while let Some(i) = rest.find(word) {
+                res.push_str(&rest[..i + word.len()]);
+                rest = &rest[i + word.len()..];
+                let end = rest
+                    .find(|c: char| !c.is_ascii_digit())
+                    .unwrap_or(rest.len());
+                if end > 0 {
+                    res.push('N');
+                }
+                rest = &rest[end..];
+            }
+            res.push_str(rest);
+            l = res;
+        }
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn seed_trace_line_for_line() {
+    let out = vecnetd(&[
+        "simulate",
+        "--scenario",
+        "seed",
+        "--clock",
+        "02:54:30.091783",
+    ]);
+    let v = json(&out);
+    let got = v["trace"].as_str().unwrap();
+    let want = std::fs::read_to_string(golden_dir().join("seed.trace")).unwrap();
+    assert_eq!(
+        normalise_runtime(got.trim_end()),
+        normalise_runtime(want.trim_end())
+    );
+    // The frames that leave are the seed's, byte for byte (first 60 bytes = its hex dumps).
+    assert_eq!(v["tx"][0]["interface"], "tap0");
+    assert!(v["tx"][0]["frame"].as_str().unwrap().starts_with(
+        "3e1b702d4d5101234567894208004500003c5eb440003f06c7ee0a0101030a140002b4e61f90ba5bf36d00000000a002721090950000020405b40402"
+    ));
+    assert_eq!(v["tx"][1]["interface"], "tap2");
+    assert!(v["tx"][1]["frame"].as_str().unwrap().starts_with(
+        "00000000000202fe163f5f0f08004500003c000040003f0648fb0a68dd550a0101030050b4e657f7b0c7ba5bf36ea01271201c4d0000020405b40402"
+    ));
+    assert_eq!(v["drops"], serde_json::json!([]));
+    // The values the scenario fixes match exactly: interface indices, -1 vs a session.
+    assert!(got.contains("NAT44_OUT2IN: sw_if_index 6, next index 1, session index 0"));
+    assert!(got.contains("NAT44_IN2OUT_FAST_PATH: sw_if_index 2, next index 3, session -1"));
+    assert!(got.contains("NAT44_IN2OUT_SLOW_PATH: sw_if_index 2, next index 0, session 0"));
+    assert!(got.contains("action: 3, match: acl -1 rule "));
 }

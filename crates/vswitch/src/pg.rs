@@ -148,3 +148,69 @@ pub fn routed_generator(flows: u32) -> PacketGenerator {
         .collect();
     PacketGenerator::new(templates, None, 1)
 }
+
+/// The Service benchmark topology: the routed one plus `services` TCP mappings
+/// `10.96.x.y:80` → `endpoints` backends each (host addresses behind tap0), tap2 `out`, tap0
+/// `in`+`out`, a session table for `max_sessions`.
+pub fn nat_config(services: u32, endpoints: u32, max_sessions: u32) -> DataplaneConfig {
+    use vecnet_nat::{Backend, BackendSet, NatConfig, Proto, StaticMapping};
+    let backends_total = (services * endpoints).clamp(1, 10_000);
+    let mut cfg = routed_config(backends_total);
+    cfg.interfaces[0].nat_inside = true;
+    cfg.interfaces[0].nat_outside = true;
+    cfg.interfaces[1].nat_outside = true;
+    let mappings = (0..services)
+        .map(|s| {
+            let backends = (0..endpoints)
+                .map(|e| Backend {
+                    ip: dst((s * endpoints + e) % backends_total),
+                    port: 8080,
+                    weight: 1,
+                    vrf: 0,
+                })
+                .collect();
+            let set = BackendSet::Backends(backends);
+            StaticMapping {
+                external_ip: vip(s),
+                external_port: 80,
+                proto: Proto::Tcp,
+                vrf: 0,
+                internal: set.clone(),
+                external: set,
+                twice_nat_external: false,
+                self_twice_nat: true,
+                out2in_only: true,
+                affinity_timeout: 0,
+                affinity_group: s,
+                tag: format!("bench/svc-{s}"),
+            }
+        })
+        .collect();
+    cfg.nat = NatConfig {
+        mappings,
+        twice_nat_pool: vec![Ipv4Addr::new(10, 1, 1, 254)],
+        internal_prefixes: vec![(Ipv4Addr::new(10, 1, 0, 0), 16)],
+        max_sessions,
+        ..NatConfig::default()
+    };
+    cfg
+}
+
+/// Service VIP number `s` in 10.96.0.0/12.
+pub fn vip(s: u32) -> Ipv4Addr {
+    Ipv4Addr::new(10, 96 + ((s >> 16) & 0x0f) as u8, (s >> 8) as u8, s as u8)
+}
+
+/// `flows` distinct connections from the pod on tap2, spread over `services` VIPs.
+pub fn nat_generator(services: u32, flows: u32) -> PacketGenerator {
+    let services = services.max(1);
+    let templates = (0..flows)
+        .map(|f| {
+            (
+                6u32,
+                frame(vip(f % services), 1024 + ((f / services) % 60_000) as u16),
+            )
+        })
+        .collect();
+    PacketGenerator::new(templates, None, 1)
+}

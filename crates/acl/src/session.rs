@@ -1,0 +1,1078 @@
+//! Per-worker reflective sessions (SYSTEM.md 7.7, 7.8): a pre-allocated pool of sessions
+//! addressed by slot index (the `rule <n>` a session hit prints), a hash index from the
+//! direction-normalised 5-tuple to the slot, one FIFO per timeout class for expiry, and the
+//! decision the ACL nodes take per packet.
+//!
+//! * **Key.** A session belongs to the interface it was created on. Its key is the 5-tuple as an
+//!   *input* packet of the flow's initiator would carry it: an input packet keys as
+//!   `(src, dst, sport, dport)`, an output packet as `(dst, src, dport, sport)`. So a session made
+//!   on input of X passes the flow's further input packets on X and its replies on output of X,
+//!   and nothing on other interfaces. ICMP queries key on the request type and the identifier; a
+//!   reply maps to its request type, and an orientation bit keeps a reply travelling the wrong
+//!   way from matching. Other ICMP, packets without ports and non-first fragments never use
+//!   sessions: rules alone judge them.
+//! * **Expiry.** The data path only stamps `last_active` and TCP flags; a lookup that finds an
+//!   idle session deletes it and treats the packet as new. [`AclState::sync`] (once per main
+//!   loop) checks a bounded number of FIFO heads per class: idle ones are deleted, active ones
+//!   requeued. A class change (TCP handshake completed, FIN/RST seen) moves the session to the
+//!   tail of its new class's FIFO.
+//! * **Bounds.** `max_sessions` slots, reserved once (no allocation per packet); the last
+//!   `reserved_for_control` % only for control traffic. When full: idle list heads are expired,
+//!   then the oldest transient TCP session is recycled, else the new flow is denied and counted.
+//! * **Policy changes.** Existing sessions stay valid when the ACLs change (as in VPP and the
+//!   Kubernetes convention: established connections survive a policy update). Sessions of an
+//!   interface that lost all its ACL bindings are removed: a per-interface epoch makes them stale
+//!   at once (a later lookup deletes them, trace bit `40000000`) and a bounded sweep reclaims them.
+//!   The worker owns the table alone, so a freed slot can be reused at once.
+
+use foldhash::fast::RandomState;
+use hashbrown::HashTable;
+use std::hash::BuildHasher;
+
+use crate::classify::RuleRef;
+use crate::config::{AclTimeouts, Action};
+use crate::key::{PacketKey, PROTO_ICMP, PROTO_TCP};
+use crate::runtime::{AclTables, Direction};
+
+/// "None" for slot links and indices.
+pub const NONE: u32 = u32::MAX;
+
+/// Trace bit: the packet matched an existing session.
+pub const TRACE_SESSION_HIT: u32 = 0x8000_0000;
+/// Trace bit: a stale session (its interface lost its ACLs meanwhile) was removed.
+pub const TRACE_STALE_REMOVED: u32 = 0x4000_0000;
+/// Trace bits `0001XXYY`: the session's timeout class changed from XX to YY.
+pub const TRACE_CLASS_CHANGE: u32 = 0x0001_0000;
+
+/// FIFO heads checked per class and main loop.
+const SWEEP_HEADS_PER_CLASS: usize = 32;
+/// Pool slots examined per main loop after a policy change.
+const PURGE_SLOTS_PER_LOOP: usize = 1024;
+/// FIFO heads tried per class when a new session finds the table full.
+const RECLAIM_HEADS_PER_CLASS: usize = 8;
+
+const TCP_FIN: u8 = 0x01;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+
+/// Timeout classes, numbered as the trace bits print them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum TimeoutClass {
+    /// UDP and every other non-TCP protocol.
+    UdpIdle = 1,
+    /// TCP with SYN and ACK seen in both directions and no FIN or RST.
+    TcpIdle = 2,
+    /// TCP before the handshake completed, or after FIN/RST.
+    TcpTransient = 3,
+}
+
+impl TimeoutClass {
+    const ALL: [TimeoutClass; 3] = [
+        TimeoutClass::UdpIdle,
+        TimeoutClass::TcpIdle,
+        TimeoutClass::TcpTransient,
+    ];
+
+    fn list(self) -> usize {
+        self as usize - 1
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeoutClass::UdpIdle => "udp idle",
+            TimeoutClass::TcpIdle => "tcp idle",
+            TimeoutClass::TcpTransient => "tcp transient",
+        }
+    }
+
+    /// The class of a session of `proto` that saw `seen` = `[output, input]` TCP flags.
+    fn of(proto: u8, seen: [u8; 2]) -> Self {
+        if proto != PROTO_TCP {
+            return TimeoutClass::UdpIdle;
+        }
+        let m = TCP_RST | TCP_FIN | TCP_ACK | TCP_SYN;
+        let est = TCP_ACK | TCP_SYN;
+        if seen[0] & m == est && seen[1] & m == est {
+            TimeoutClass::TcpIdle
+        } else {
+            TimeoutClass::TcpTransient
+        }
+    }
+
+    pub fn timeout_ns(self, t: &AclTimeouts) -> u64 {
+        let s = match self {
+            TimeoutClass::UdpIdle => t.udp_idle,
+            TimeoutClass::TcpIdle => t.tcp_idle,
+            TimeoutClass::TcpTransient => t.tcp_transient,
+        };
+        u64::from(s) * 1_000_000_000
+    }
+}
+
+/// Direction-normalised session key (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+struct SessionKey {
+    /// Initiator-side address << 32 | responder-side address.
+    addrs: u64,
+    /// Ports (ICMP: request type, identifier) << 32 | `sw_if_index`.
+    ports_if: u64,
+    /// Protocol << 8 | orientation.
+    proto: u16,
+}
+
+/// The session key of `k` seen in `dir`, and whether such a packet may create a session; `None`
+/// when the packet never uses sessions.
+#[inline]
+fn session_key(k: &PacketKey, dir: Direction) -> Option<(SessionKey, bool)> {
+    if k.nonfirst_fragment() || !k.l4_valid() {
+        return None;
+    }
+    let input = dir == Direction::Input;
+    let (a, b, pa, pb) = if input {
+        (k.src, k.dst, k.sport, k.dport)
+    } else {
+        (k.dst, k.src, k.dport, k.sport)
+    };
+    let (pa, pb, orient, creates) = if k.proto == PROTO_ICMP {
+        // Request types and their replies: echo, timestamp, information, address mask.
+        let (request, is_reply) = match k.sport {
+            8 | 13 | 15 | 17 => (k.sport, false),
+            0 => (8, true),
+            14 => (13, true),
+            16 => (15, true),
+            18 => (17, true),
+            _ => return None,
+        };
+        // A request travelling in `dir` and its reply travelling the other way share an
+        // orientation; a "reply" travelling the request's way does not.
+        let orient = u16::from(!input) ^ u16::from(is_reply);
+        (request, k.icmp_id, orient, !is_reply)
+    } else {
+        (pa, pb, 0, true)
+    };
+    Some((
+        SessionKey {
+            addrs: u64::from(a) << 32 | u64::from(b),
+            ports_if: u64::from(pa) << 48 | u64::from(pb) << 32 | u64::from(k.sw_if_index),
+            proto: u16::from(k.proto) << 8 | orient,
+        },
+        creates,
+    ))
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    key: SessionKey,
+    hash: u64,
+    /// The packet that created it, for `show`.
+    src: u32,
+    dst: u32,
+    sport: u16,
+    dport: u16,
+    proto: u8,
+    created_on_input: bool,
+    sw_if_index: u32,
+    /// TCP flags seen, `[output, input]`.
+    tcp_seen: [u8; 2],
+    class: TimeoutClass,
+    control: bool,
+    in_use: bool,
+    if_epoch: u32,
+    created_ns: u64,
+    last_active_ns: u64,
+    enqueue_ns: u64,
+    prev: u32,
+    next: u32,
+}
+
+/// Counters of the session table (`show acl-plugin sessions`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AclCounters {
+    pub adds: u64,
+    pub dels: u64,
+    /// By `sw_if_index`.
+    pub adds_by_if: Vec<u64>,
+    pub dels_by_if: Vec<u64>,
+    /// New reflective flows refused because the table (or its non-control part) was full.
+    pub refused_full: u64,
+    /// Sessions deleted because they were idle past their timeout.
+    pub expired: u64,
+    /// Transient TCP sessions recycled to make room.
+    pub recycled: u64,
+    /// Sessions removed because their interface lost its ACLs.
+    pub stale_removed: u64,
+    /// Active sessions moved to the tail of their FIFO by the sweep.
+    pub requeued: u64,
+}
+
+/// What the ACL node does with one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// 0 deny, 1 permit, 2 permit + new session, 3 existing session.
+    pub action: u8,
+    /// Matched ACL, or [`NONE`] (`-1`) on a session hit or no match.
+    pub acl_index: u32,
+    /// Matched rule, the session index on a session hit, or [`NONE`].
+    pub rule_index: u32,
+    pub trace_bits: u32,
+    /// The session created or hit, or [`NONE`].
+    pub session: u32,
+    /// The session's timeout class changed (VPP's `restart session timer`).
+    pub class_changed: bool,
+    /// Denied only because the session table was full.
+    pub refused_full: bool,
+}
+
+impl Verdict {
+    const NO_MATCH: Verdict = Verdict {
+        action: 0,
+        acl_index: NONE,
+        rule_index: NONE,
+        trace_bits: 0,
+        session: NONE,
+        class_changed: false,
+        refused_full: false,
+    };
+}
+
+/// A session as `show acl-plugin sessions` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub index: u32,
+    pub sw_if_index: u32,
+    pub created_on_input: bool,
+    pub proto: u8,
+    pub src: u32,
+    pub dst: u32,
+    pub sport: u16,
+    pub dport: u16,
+    /// `[output, input]`.
+    pub tcp_seen: [u8; 2],
+    pub class: TimeoutClass,
+    pub control: bool,
+    pub created_ns: u64,
+    pub last_active_ns: u64,
+    /// The session's interface lost its ACLs; it is removed on the next lookup or sweep.
+    pub stale: bool,
+}
+
+/// Per-worker ACL state: the reflective session table and its counters.
+pub struct AclState {
+    sessions: Vec<Session>,
+    free: Vec<u32>,
+    index: HashTable<u32>,
+    hasher: RandomState,
+    heads: [u32; 3],
+    tails: [u32; 3],
+    in_use: u32,
+    /// Slots reserved (the table never grows past this on the data path).
+    capacity: u32,
+    generation: u64,
+    /// Per `sw_if_index`: bumped when the interface loses all its ACLs.
+    if_epoch: Vec<u32>,
+    was_bound: Vec<bool>,
+    purge_cursor: usize,
+    now_ns: u64,
+    pub counters: AclCounters,
+}
+
+impl std::fmt::Debug for AclState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AclState")
+            .field("sessions", &self.in_use)
+            .field("capacity", &self.capacity)
+            .field("counters", &self.counters)
+            .finish()
+    }
+}
+
+impl Default for AclState {
+    fn default() -> Self {
+        Self::new(&crate::config::AclConfig::default())
+    }
+}
+
+impl AclState {
+    /// An empty table. Nothing is reserved until [`AclState::sync`] sees tables with an ACL
+    /// bound somewhere, so a data plane without policies pays no memory for sessions.
+    pub fn new(_config: &crate::config::AclConfig) -> Self {
+        Self {
+            sessions: Vec::new(),
+            free: Vec::new(),
+            index: HashTable::new(),
+            hasher: RandomState::default(),
+            heads: [NONE; 3],
+            tails: [NONE; 3],
+            in_use: 0,
+            capacity: 0,
+            generation: u64::MAX,
+            if_epoch: Vec::new(),
+            was_bound: Vec::new(),
+            purge_cursor: usize::MAX,
+            now_ns: 0,
+            counters: AclCounters::default(),
+        }
+    }
+
+    /// Called once per main loop with the current tables: follows a table change (reserves the
+    /// pool, marks sessions of unbound interfaces stale), then expires a bounded number of
+    /// sessions.
+    pub fn sync(&mut self, tables: &AclTables, now_ns: u64) {
+        self.now_ns = now_ns;
+        if self.generation != tables.generation() {
+            self.generation = tables.generation();
+            self.follow_tables(tables);
+        }
+        if self.in_use > 0 {
+            self.sweep(&tables.config.timeouts, now_ns);
+        }
+        if self.purge_cursor != usize::MAX {
+            self.purge_step();
+        }
+    }
+
+    fn follow_tables(&mut self, tables: &AclTables) {
+        let span = tables.interface_span().max(self.was_bound.len());
+        self.if_epoch.resize(span, 0);
+        self.was_bound.resize(span, false);
+        let c = &mut self.counters;
+        if c.adds_by_if.len() < span {
+            c.adds_by_if.resize(span, 0);
+            c.dels_by_if.resize(span, 0);
+        }
+        let mut lost = false;
+        for sw in 0..span {
+            let bound = tables.is_bound(sw as u32);
+            if self.was_bound[sw] && !bound {
+                self.if_epoch[sw] = self.if_epoch[sw].wrapping_add(1);
+                lost = true;
+            }
+            self.was_bound[sw] = bound;
+        }
+        if lost && self.in_use > 0 {
+            self.purge_cursor = 0;
+        }
+        if tables.any_bound() {
+            self.reserve(tables.config.max_sessions);
+        }
+    }
+
+    /// Reserves room for `max` sessions so that the data path never allocates. The index gets
+    /// twice that: hashbrown then always rehashes tombstones in place instead of growing.
+    fn reserve(&mut self, max: u32) {
+        if max <= self.capacity {
+            return;
+        }
+        let max_us = max as usize;
+        self.sessions
+            .reserve_exact(max_us.saturating_sub(self.sessions.len()));
+        self.free
+            .reserve_exact(max_us.saturating_sub(self.free.len()));
+        let sessions = &self.sessions;
+        self.index
+            .reserve((2 * max_us).saturating_sub(self.index.len()), |&i| {
+                sessions.get(i as usize).map_or(0, |s| s.hash)
+            });
+        self.capacity = max;
+    }
+
+    /// Sessions in use.
+    pub fn len(&self) -> u32 {
+        self.in_use
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.in_use == 0
+    }
+
+    /// Slots reserved.
+    pub fn capacity(&self) -> u32 {
+        self.capacity
+    }
+
+    /// Time of the last [`AclState::sync`] (what `show` measures ages against).
+    pub fn now_ns(&self) -> u64 {
+        self.now_ns
+    }
+
+    /// Sessions per timeout class, in [`TimeoutClass`] order.
+    pub fn class_counts(&self) -> [u32; 3] {
+        let mut n = [0; 3];
+        for s in self.sessions.iter().filter(|s| s.in_use) {
+            n[s.class.list()] += 1;
+        }
+        n
+    }
+
+    /// `clear acl-plugin sessions`: empties the table (replies are judged by rules again).
+    pub fn clear_sessions(&mut self) {
+        for s in self.sessions.iter().filter(|s| s.in_use) {
+            if let Some(d) = self.counters.dels_by_if.get_mut(s.sw_if_index as usize) {
+                *d += 1;
+            }
+        }
+        self.counters.dels += u64::from(self.in_use);
+        self.sessions.clear();
+        self.free.clear();
+        self.index.clear();
+        self.heads = [NONE; 3];
+        self.tails = [NONE; 3];
+        self.in_use = 0;
+        self.purge_cursor = usize::MAX;
+    }
+
+    /// The sessions in use, by slot.
+    pub fn sessions(&self) -> impl Iterator<Item = SessionInfo> + '_ {
+        self.sessions
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.in_use)
+            .map(|(i, s)| SessionInfo {
+                index: i as u32,
+                sw_if_index: s.sw_if_index,
+                created_on_input: s.created_on_input,
+                proto: s.proto,
+                src: s.src,
+                dst: s.dst,
+                sport: s.sport,
+                dport: s.dport,
+                tcp_seen: s.tcp_seen,
+                class: s.class,
+                control: s.control,
+                created_ns: s.created_ns,
+                last_active_ns: s.last_active_ns,
+                stale: self.is_stale(s),
+            })
+    }
+
+    #[inline]
+    fn is_stale(&self, s: &Session) -> bool {
+        self.if_epoch
+            .get(s.sw_if_index as usize)
+            .is_some_and(|&e| e != s.if_epoch)
+    }
+
+    /// Decides what to do with a packet of (`key.sw_if_index`, `dir`): session hit, else the
+    /// first matching rule, creating a session for permit+reflect. `is_control` is asked only
+    /// when a session is about to be created (it may look at the FIB).
+    #[inline]
+    pub fn decide(
+        &mut self,
+        tables: &AclTables,
+        key: &PacketKey,
+        dir: Direction,
+        now_ns: u64,
+        is_control: impl FnOnce() -> bool,
+    ) -> Verdict {
+        let mut v = Verdict::NO_MATCH;
+        let sk = session_key(key, dir);
+        let mut hash = None;
+        if let Some((k, _)) = &sk {
+            // An empty table (stateless ACLs only) costs no hashing.
+            if self.in_use > 0 {
+                let hash = *hash.insert(self.hasher.hash_one(k));
+                let timeouts = &tables.config.timeouts;
+                match self.find(k, hash) {
+                    Some(i) if self.is_stale_slot(i) => {
+                        self.delete(i);
+                        self.counters.stale_removed += 1;
+                        v.trace_bits |= TRACE_STALE_REMOVED;
+                    }
+                    Some(i) if self.is_idle(i, timeouts, now_ns) => {
+                        self.delete(i);
+                        self.counters.expired += 1;
+                    }
+                    Some(i) => {
+                        let change = self.track(i, key, dir, now_ns);
+                        v.action = 3;
+                        v.rule_index = i;
+                        v.session = i;
+                        v.trace_bits |= TRACE_SESSION_HIT;
+                        if let Some((old, new)) = change {
+                            v.class_changed = true;
+                            v.trace_bits |= TRACE_CLASS_CHANGE | (old as u32) << 8 | new as u32;
+                        }
+                        return v;
+                    }
+                    None => {}
+                }
+            }
+        }
+        let Some(RuleRef {
+            acl_index,
+            rule_index,
+            action,
+        }) = tables.classify(key.sw_if_index, dir, key)
+        else {
+            return v;
+        };
+        v.acl_index = acl_index;
+        v.rule_index = rule_index;
+        v.action = match action {
+            Action::Deny => 0,
+            Action::Permit => 1,
+            Action::PermitReflect => match sk {
+                Some((k, true)) => {
+                    let hash = hash.unwrap_or_else(|| self.hasher.hash_one(k));
+                    match self.create(tables, k, hash, key, dir, now_ns, is_control) {
+                        Some(i) => {
+                            v.session = i;
+                            2
+                        }
+                        None => {
+                            v.refused_full = true;
+                            0
+                        }
+                    }
+                }
+                // Packets that never use sessions are simply permitted.
+                _ => 1,
+            },
+        };
+        v
+    }
+
+    #[inline]
+    fn find(&self, k: &SessionKey, hash: u64) -> Option<u32> {
+        let sessions = &self.sessions;
+        self.index
+            .find(hash, |&i| {
+                sessions
+                    .get(i as usize)
+                    .is_some_and(|s| s.in_use && s.key == *k)
+            })
+            .copied()
+    }
+
+    #[inline]
+    fn is_stale_slot(&self, i: u32) -> bool {
+        self.sessions
+            .get(i as usize)
+            .is_some_and(|s| self.is_stale(s))
+    }
+
+    #[inline]
+    fn is_idle(&self, i: u32, t: &AclTimeouts, now_ns: u64) -> bool {
+        self.sessions
+            .get(i as usize)
+            .is_some_and(|s| now_ns >= s.last_active_ns.saturating_add(s.class.timeout_ns(t)))
+    }
+
+    /// Refreshes session `i` for a packet; returns the class change, if any.
+    #[inline]
+    fn track(
+        &mut self,
+        i: u32,
+        key: &PacketKey,
+        dir: Direction,
+        now_ns: u64,
+    ) -> Option<(TimeoutClass, TimeoutClass)> {
+        let s = self.sessions.get_mut(i as usize)?;
+        s.last_active_ns = now_ns;
+        if key.tcp_flags_valid() {
+            s.tcp_seen[usize::from(dir == Direction::Input)] |= key.tcp_flags;
+        }
+        let (old, new) = (s.class, TimeoutClass::of(s.proto, s.tcp_seen));
+        if old == new {
+            return None;
+        }
+        self.unlink(i);
+        if let Some(s) = self.sessions.get_mut(i as usize) {
+            s.class = new;
+        }
+        self.push_tail(i, now_ns);
+        Some((old, new))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create(
+        &mut self,
+        tables: &AclTables,
+        k: SessionKey,
+        hash: u64,
+        key: &PacketKey,
+        dir: Direction,
+        now_ns: u64,
+        is_control: impl FnOnce() -> bool,
+    ) -> Option<u32> {
+        let limit = tables.config.max_sessions.min(self.capacity);
+        let reserve = (u64::from(limit) * u64::from(tables.config.reserved_for_control.min(100))
+            / 100) as u32;
+        let control = is_control();
+        let allowed = if control { limit } else { limit - reserve };
+        if self.in_use >= allowed {
+            self.reclaim(&tables.config.timeouts, now_ns);
+            if self.in_use >= allowed {
+                self.recycle_transient(control);
+            }
+            if self.in_use >= allowed {
+                self.counters.refused_full += 1;
+                return None;
+            }
+        }
+        let epoch = self
+            .if_epoch
+            .get(key.sw_if_index as usize)
+            .copied()
+            .unwrap_or(0);
+        let input = dir == Direction::Input;
+        let mut tcp_seen = [0u8; 2];
+        if key.tcp_flags_valid() {
+            tcp_seen[usize::from(input)] = key.tcp_flags;
+        }
+        let s = Session {
+            key: k,
+            hash,
+            src: key.src,
+            dst: key.dst,
+            sport: key.sport,
+            dport: key.dport,
+            proto: key.proto,
+            created_on_input: input,
+            sw_if_index: key.sw_if_index,
+            tcp_seen,
+            class: TimeoutClass::of(key.proto, tcp_seen),
+            control,
+            in_use: true,
+            if_epoch: epoch,
+            created_ns: now_ns,
+            last_active_ns: now_ns,
+            enqueue_ns: now_ns,
+            prev: NONE,
+            next: NONE,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                if let Some(slot) = self.sessions.get_mut(i as usize) {
+                    *slot = s;
+                }
+                i
+            }
+            None => {
+                // `in_use < limit <= capacity` and no free slot: the pool has room to push
+                // within its reservation.
+                self.sessions.push(s);
+                (self.sessions.len() - 1) as u32
+            }
+        };
+        let sessions = &self.sessions;
+        self.index
+            .insert_unique(hash, i, |&j| sessions.get(j as usize).map_or(0, |s| s.hash));
+        self.in_use += 1;
+        self.push_tail(i, now_ns);
+        self.counters.adds += 1;
+        if let Some(a) = self.counters.adds_by_if.get_mut(key.sw_if_index as usize) {
+            *a += 1;
+        }
+        Some(i)
+    }
+
+    /// Frees idle sessions at the FIFO heads (a few per class).
+    fn reclaim(&mut self, t: &AclTimeouts, now_ns: u64) {
+        for c in TimeoutClass::ALL {
+            for _ in 0..RECLAIM_HEADS_PER_CLASS {
+                let h = self.heads[c.list()];
+                if h == NONE || !self.is_idle(h, t, now_ns) {
+                    break;
+                }
+                self.delete(h);
+                self.counters.expired += 1;
+            }
+        }
+    }
+
+    /// Recycles the oldest transient TCP session; a non-control flow never evicts a control
+    /// session.
+    fn recycle_transient(&mut self, control: bool) {
+        let h = self.heads[TimeoutClass::TcpTransient.list()];
+        let Some(s) = self.sessions.get(h as usize) else {
+            return;
+        };
+        if s.control && !control {
+            return;
+        }
+        self.delete(h);
+        self.counters.recycled += 1;
+    }
+
+    /// Deletes session `i`: unlinks it from its FIFO and the index, frees the slot.
+    fn delete(&mut self, i: u32) {
+        let Some(s) = self.sessions.get(i as usize) else {
+            return;
+        };
+        if !s.in_use {
+            return;
+        }
+        let (hash, sw) = (s.hash, s.sw_if_index);
+        self.unlink(i);
+        if let Ok(e) = self.index.find_entry(hash, |&j| j == i) {
+            e.remove();
+        }
+        if let Some(s) = self.sessions.get_mut(i as usize) {
+            s.in_use = false;
+        }
+        self.free.push(i);
+        self.in_use -= 1;
+        self.counters.dels += 1;
+        if let Some(d) = self.counters.dels_by_if.get_mut(sw as usize) {
+            *d += 1;
+        }
+    }
+
+    fn push_tail(&mut self, i: u32, now_ns: u64) {
+        let Some(s) = self.sessions.get_mut(i as usize) else {
+            return;
+        };
+        let l = s.class.list();
+        s.enqueue_ns = now_ns;
+        s.next = NONE;
+        s.prev = self.tails[l];
+        let prev = self.tails[l];
+        if let Some(p) = self.sessions.get_mut(prev as usize) {
+            p.next = i;
+        }
+        self.tails[l] = i;
+        if self.heads[l] == NONE {
+            self.heads[l] = i;
+        }
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let Some(s) = self.sessions.get(i as usize) else {
+            return;
+        };
+        let (l, prev, next) = (s.class.list(), s.prev, s.next);
+        match self.sessions.get_mut(prev as usize) {
+            Some(p) => p.next = next,
+            None => self.heads[l] = next,
+        }
+        match self.sessions.get_mut(next as usize) {
+            Some(n) => n.prev = prev,
+            None => self.tails[l] = prev,
+        }
+        if let Some(s) = self.sessions.get_mut(i as usize) {
+            s.prev = NONE;
+            s.next = NONE;
+        }
+    }
+
+    /// Checks a bounded number of FIFO heads per class: idle sessions are deleted, sessions
+    /// active since they were queued go to the tail. Heads that are not due end the class's
+    /// check (the FIFO is ordered by enqueue time).
+    fn sweep(&mut self, t: &AclTimeouts, now_ns: u64) {
+        for c in TimeoutClass::ALL {
+            let timeout = c.timeout_ns(t);
+            for _ in 0..SWEEP_HEADS_PER_CLASS {
+                let h = self.heads[c.list()];
+                let Some(s) = self.sessions.get(h as usize) else {
+                    break;
+                };
+                if self.is_stale(s) {
+                    self.delete(h);
+                    self.counters.stale_removed += 1;
+                } else if now_ns >= s.last_active_ns.saturating_add(timeout) {
+                    self.delete(h);
+                    self.counters.expired += 1;
+                } else if now_ns >= s.enqueue_ns.saturating_add(timeout) {
+                    self.unlink(h);
+                    self.push_tail(h, now_ns);
+                    self.counters.requeued += 1;
+                } else {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// One bounded step of removing the sessions of interfaces that lost their ACLs.
+    fn purge_step(&mut self) {
+        let end = (self.purge_cursor + PURGE_SLOTS_PER_LOOP).min(self.sessions.len());
+        for i in self.purge_cursor..end {
+            let stale = self
+                .sessions
+                .get(i)
+                .is_some_and(|s| s.in_use && self.is_stale(s));
+            if stale {
+                self.delete(i as u32);
+                self.counters.stale_removed += 1;
+            }
+        }
+        self.purge_cursor = if end >= self.sessions.len() {
+            usize::MAX
+        } else {
+            end
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Acl, AclBinding, AclConfig, AclRule};
+    use crate::key::pkt_flags;
+
+    const L4: u8 = pkt_flags::L4_VALID;
+    const SEC: u64 = 1_000_000_000;
+
+    fn tables(max: u32, reserve: u8) -> AclTables {
+        AclTables::build(&AclConfig {
+            acls: vec![
+                Acl {
+                    tag: "reflect".into(),
+                    rules: vec![AclRule::any(Action::PermitReflect)],
+                },
+                Acl {
+                    tag: "deny".into(),
+                    rules: vec![AclRule::any(Action::Deny)],
+                },
+            ],
+            bindings: vec![AclBinding {
+                sw_if_index: 6,
+                input: vec![0],
+                output: vec![1],
+            }],
+            max_sessions: max,
+            reserved_for_control: reserve,
+            timeouts: AclTimeouts {
+                udp_idle: 10,
+                tcp_idle: 100,
+                tcp_transient: 5,
+            },
+        })
+    }
+
+    fn pkt(src: u32, dst: u32, proto: u8, sport: u16, dport: u16, dir: Direction) -> PacketKey {
+        PacketKey {
+            src,
+            dst,
+            proto,
+            sport,
+            dport,
+            flags: L4
+                | if dir == Direction::Input {
+                    pkt_flags::INPUT
+                } else {
+                    0
+                },
+            sw_if_index: 6,
+            ..PacketKey::default()
+        }
+    }
+
+    fn tcp(mut k: PacketKey, flags: u8) -> PacketKey {
+        k.tcp_flags = flags;
+        k.flags |= pkt_flags::TCP_FLAGS_VALID;
+        k
+    }
+
+    #[test]
+    fn reflect_hit_reply_expire() {
+        let t = tables(16, 0);
+        let mut st = AclState::new(&t.config);
+        st.sync(&t, 0);
+        let out = pkt(1, 2, 17, 1000, 53, Direction::Input);
+        let v = st.decide(&t, &out, Direction::Input, 0, || false);
+        assert_eq!(
+            (v.action, v.acl_index, v.rule_index, v.session),
+            (2, 0, 0, 0)
+        );
+        let back = pkt(2, 1, 17, 53, 1000, Direction::Output);
+        let v = st.decide(&t, &back, Direction::Output, SEC, || false);
+        assert_eq!(
+            (v.action, v.rule_index, v.trace_bits),
+            (3, 0, TRACE_SESSION_HIT)
+        );
+        // The reply direction on input, or another port, is not the session's.
+        let v = st.decide(&t, &back, Direction::Input, SEC, || false);
+        assert_eq!((v.action, v.session), (2, 1));
+        let other = pkt(2, 1, 17, 53, 1001, Direction::Output);
+        assert_eq!(
+            st.decide(&t, &other, Direction::Output, SEC, || false)
+                .action,
+            0
+        );
+        // Idle past 10 s: the lookup deletes it and the rules deny the reply.
+        let v = st.decide(&t, &back, Direction::Output, 11 * SEC + 1, || false);
+        assert_eq!((v.action, v.acl_index), (0, 1));
+        assert_eq!(st.counters.expired, 1);
+        // The sweep removes the other idle session without traffic.
+        st.sync(&t, 30 * SEC);
+        assert!(st.is_empty());
+    }
+
+    #[test]
+    fn tcp_classes_and_trace_bits() {
+        let t = tables(16, 0);
+        let mut st = AclState::new(&t.config);
+        st.sync(&t, 0);
+        let syn = tcp(pkt(1, 2, 6, 40000, 80, Direction::Input), TCP_SYN);
+        assert_eq!(st.decide(&t, &syn, Direction::Input, 0, || false).action, 2);
+        let synack = tcp(
+            pkt(2, 1, 6, 80, 40000, Direction::Output),
+            TCP_SYN | TCP_ACK,
+        );
+        let v = st.decide(&t, &synack, Direction::Output, 1, || false);
+        assert_eq!((v.action, v.trace_bits), (3, TRACE_SESSION_HIT));
+        let ack = tcp(pkt(1, 2, 6, 40000, 80, Direction::Input), TCP_ACK);
+        let v = st.decide(&t, &ack, Direction::Input, 2, || false);
+        assert_eq!(v.trace_bits, 0x8001_0302);
+        assert!(v.class_changed);
+        // Established: survives the transient timeout.
+        let v = st.decide(&t, &ack, Direction::Input, 50 * SEC, || false);
+        assert_eq!(v.action, 3);
+        let fin = tcp(pkt(1, 2, 6, 40000, 80, Direction::Input), TCP_FIN | TCP_ACK);
+        let v = st.decide(&t, &fin, Direction::Input, 51 * SEC, || false);
+        assert_eq!(v.trace_bits, 0x8001_0203);
+        let v = st.decide(&t, &synack, Direction::Output, 57 * SEC, || false);
+        assert_eq!(v.action, 0, "transient after FIN: 5 s");
+    }
+
+    #[test]
+    fn icmp_request_reply() {
+        let t = tables(16, 0);
+        let mut st = AclState::new(&t.config);
+        st.sync(&t, 0);
+        let mut req = pkt(1, 2, 1, 8, 0, Direction::Input);
+        req.icmp_id = 7;
+        assert_eq!(st.decide(&t, &req, Direction::Input, 0, || false).action, 2);
+        let mut rep = pkt(2, 1, 1, 0, 0, Direction::Output);
+        rep.icmp_id = 7;
+        assert_eq!(
+            st.decide(&t, &rep, Direction::Output, 1, || false).action,
+            3
+        );
+        rep.icmp_id = 8;
+        assert_eq!(
+            st.decide(&t, &rep, Direction::Output, 1, || false).action,
+            0
+        );
+        // A "reply" from the initiator's side does not match; it is judged (and permitted,
+        // without a session) by the reflect rule.
+        let mut wrong = pkt(1, 2, 1, 0, 0, Direction::Input);
+        wrong.icmp_id = 7;
+        let v = st.decide(&t, &wrong, Direction::Input, 1, || false);
+        assert_eq!((v.action, v.session), (1, NONE));
+        // Unreachable etc. never create sessions.
+        let unreach = pkt(1, 2, 1, 3, 3, Direction::Input);
+        assert_eq!(
+            st.decide(&t, &unreach, Direction::Input, 1, || false)
+                .action,
+            1
+        );
+        assert_eq!(st.len(), 1);
+    }
+
+    #[test]
+    fn full_table_reserve_and_recycle() {
+        // 10 slots, 20 % for control: 8 for everyone.
+        let t = tables(10, 20);
+        let mut st = AclState::new(&t.config);
+        st.sync(&t, 0);
+        for p in 0..8 {
+            let k = pkt(1, 2, 17, 1000 + p, 53, Direction::Input);
+            assert_eq!(st.decide(&t, &k, Direction::Input, 0, || false).action, 2);
+        }
+        let k = pkt(1, 2, 17, 2000, 53, Direction::Input);
+        let v = st.decide(&t, &k, Direction::Input, 0, || false);
+        assert!(v.refused_full && v.action == 0 && v.acl_index == 0);
+        assert_eq!(st.counters.refused_full, 1);
+        // Control traffic uses the reserve.
+        for p in 0..2 {
+            let k = pkt(1, 3, 17, 1000 + p, 53, Direction::Input);
+            assert_eq!(st.decide(&t, &k, Direction::Input, 0, || true).action, 2);
+        }
+        let k = pkt(1, 3, 17, 3000, 53, Direction::Input);
+        assert_eq!(st.decide(&t, &k, Direction::Input, 0, || true).action, 0);
+        // Existing flows still pass.
+        let back = pkt(2, 1, 17, 53, 1000, Direction::Output);
+        assert_eq!(
+            st.decide(&t, &back, Direction::Output, 1, || false).action,
+            3
+        );
+        // Once idle sessions exist, a new flow reclaims them.
+        let k = pkt(1, 2, 17, 2000, 53, Direction::Input);
+        assert_eq!(
+            st.decide(&t, &k, Direction::Input, 11 * SEC, || false)
+                .action,
+            2
+        );
+
+        // Transient TCP sessions are recycled, oldest first.
+        let mut st = AclState::new(&t.config);
+        st.sync(&t, 0);
+        for p in 0..8 {
+            let k = tcp(pkt(1, 2, 6, 1000 + p, 80, Direction::Input), TCP_SYN);
+            assert_eq!(
+                st.decide(&t, &k, Direction::Input, p as u64, || false)
+                    .action,
+                2
+            );
+        }
+        let k = tcp(pkt(1, 2, 6, 5000, 80, Direction::Input), TCP_SYN);
+        assert_eq!(st.decide(&t, &k, Direction::Input, 10, || false).action, 2);
+        assert_eq!(st.counters.recycled, 1);
+        let first = tcp(pkt(2, 1, 6, 80, 1000, Direction::Output), TCP_SYN | TCP_ACK);
+        assert_eq!(
+            st.decide(&t, &first, Direction::Output, 11, || false)
+                .action,
+            0
+        );
+        let second = tcp(pkt(2, 1, 6, 80, 1001, Direction::Output), TCP_SYN | TCP_ACK);
+        assert_eq!(
+            st.decide(&t, &second, Direction::Output, 11, || false)
+                .action,
+            3
+        );
+    }
+
+    #[test]
+    fn unbinding_makes_sessions_stale() {
+        let t = tables(16, 0);
+        let mut st = AclState::new(&t.config);
+        st.sync(&t, 0);
+        for p in 0..3 {
+            let k = pkt(1, 2, 17, 1000 + p, 53, Direction::Input);
+            st.decide(&t, &k, Direction::Input, 0, || false);
+        }
+        // Same bindings, other rules: sessions stay.
+        let mut cfg = t.config.clone();
+        cfg.acls[1].rules[0].action = Action::Permit;
+        let t2 = AclTables::build(&cfg);
+        st.sync(&t2, 1);
+        assert_eq!(st.len(), 3);
+        // Unbound: stale, then purged.
+        let mut cfg3 = cfg.clone();
+        cfg3.bindings.clear();
+        let t3 = AclTables::build(&cfg3);
+        st.sync(&t3, 2);
+        assert!(st.is_empty());
+        assert_eq!(st.counters.stale_removed, 3);
+        // Rebinding does not resurrect anything.
+        st.sync(&t, 3);
+        let back = pkt(2, 1, 17, 53, 1000, Direction::Output);
+        assert_eq!(
+            st.decide(&t, &back, Direction::Output, 4, || false).action,
+            0
+        );
+    }
+
+    #[test]
+    fn clear_sessions() {
+        let t = tables(16, 0);
+        let mut st = AclState::new(&t.config);
+        st.sync(&t, 0);
+        let k = pkt(1, 2, 17, 1000, 53, Direction::Input);
+        st.decide(&t, &k, Direction::Input, 0, || false);
+        st.clear_sessions();
+        assert!(st.is_empty());
+        assert_eq!((st.counters.adds, st.counters.dels), (1, 1));
+        let back = pkt(2, 1, 17, 53, 1000, Direction::Output);
+        assert_eq!(
+            st.decide(&t, &back, Direction::Output, 1, || false).action,
+            0
+        );
+        assert_eq!(st.decide(&t, &k, Direction::Input, 0, || false).session, 0);
+    }
+}

@@ -1,0 +1,117 @@
+//! Everything the agent renders for one node from the cluster's objects: the NAT44 mappings and
+//! roles from Services (section 6), the ACLs and their bindings from NetworkPolicies (section 7).
+//! A pure function of (objects, node), so `simulate`, `run` and tests share it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use vecnet_acl::{AclBinding, AclConfig};
+use vecnet_nat::NatConfig;
+
+use crate::ipam::NodeIpam;
+use crate::model::ClusterState;
+use crate::policy::{render_policies, PolicyNode};
+use crate::service::{nat_config, render_services, ServiceNode};
+
+/// One local pod attached to the data plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalPod {
+    /// `namespace/name`.
+    pub key: String,
+    pub ip: Ipv4Addr,
+    pub sw_if_index: u32,
+}
+
+/// This node as the renderers need it.
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    pub node_name: String,
+    pub ipam: NodeIpam,
+    /// Addresses of the host network stack (reached through tap0).
+    pub host_ips: Vec<Ipv4Addr>,
+    pub pods: Vec<LocalPod>,
+    /// Interfaces towards the host and the outside (tap0, uplinks): they carry the global ACL
+    /// table on output and the reflective ACL on input when it is non-empty.
+    pub uplinks: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Rendered {
+    pub nat: NatConfig,
+    /// Local pod IPs that back a Service: their TAPs are NAT `inside` too.
+    pub inside_pod_ips: BTreeSet<Ipv4Addr>,
+    pub acl: AclConfig,
+    /// ClusterIPs with mappings (those outside serviceCIDR need a reject route of their own).
+    pub cluster_ips: BTreeSet<Ipv4Addr>,
+    /// Operator-facing warnings: `<object>: <reason>: <message>`.
+    pub warnings: Vec<String>,
+}
+
+pub fn render(state: &ClusterState, n: &NodeView) -> Rendered {
+    let snode = ServiceNode::new(n.node_name.clone(), n.ipam)
+        .with_host_ips(n.host_ips.iter().copied())
+        .with_cluster_nodes(state);
+    let services = render_services(state, &snode);
+    let nat = nat_config(&services, &snode);
+
+    let pnode = PolicyNode {
+        node_name: n.node_name.clone(),
+        local_pods: n.pods.iter().map(|p| (p.key.clone(), p.ip)).collect(),
+        host_ips: [
+            n.host_ips.clone(),
+            vec![n.ipam.host_linux_ip, n.ipam.host_vpp_ip],
+        ]
+        .concat(),
+        nat_loopback: n.ipam.nat_loopback,
+    };
+    let policies = render_policies(state, &pnode);
+    let mut bindings: BTreeMap<u32, AclBinding> = BTreeMap::new();
+    fn bind(b: &mut BTreeMap<u32, AclBinding>, sw: u32) -> &mut AclBinding {
+        b.entry(sw).or_insert_with(|| AclBinding {
+            sw_if_index: sw,
+            ..Default::default()
+        })
+    }
+    for pod in &n.pods {
+        if let Some(acls) = policies.pods.get(&pod.key) {
+            if let Some(out) = acls.output {
+                bind(&mut bindings, pod.sw_if_index).output.push(out);
+            }
+            if acls.input_reflective {
+                if let Some(r) = policies.reflective {
+                    bind(&mut bindings, pod.sw_if_index).input.push(r);
+                }
+            }
+        }
+    }
+    if let Some(g) = policies.global {
+        for &sw in &n.uplinks {
+            bind(&mut bindings, sw).output.push(g);
+            if let Some(r) = policies.reflective {
+                bind(&mut bindings, sw).input.push(r);
+            }
+        }
+    }
+    let mut warnings: Vec<String> = services
+        .events
+        .iter()
+        .map(|e| format!("{}: {}: {}", e.object, e.reason, e.message))
+        .collect();
+    warnings.extend(
+        policies
+            .events
+            .iter()
+            .map(|e| format!("NetworkPolicy {}: {}: {}", e.object, e.reason, e.message)),
+    );
+    Rendered {
+        nat,
+        inside_pod_ips: services.backend_pod_ips.clone(),
+        acl: AclConfig {
+            acls: policies.acls,
+            bindings: bindings.into_values().collect(),
+            ..AclConfig::default()
+        },
+        cluster_ips: services.cluster_ips.clone(),
+        warnings,
+    }
+}

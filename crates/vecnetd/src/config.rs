@@ -1,0 +1,435 @@
+//! `vecnetd run` configuration (SYSTEM.md 1.11): one YAML (or JSON) file, every key optional
+//! with an embedded default, unknown keys rejected with their path. Reference: docs/config.md.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use vecnet_agent::ipam::IpamConfig;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "camelCase")]
+pub struct Config {
+    /// Default: the host name.
+    pub node_name: String,
+    pub data_dir: PathBuf,
+    /// Control socket for `vecnetctl` and `vecnet-cni` (mode 0600).
+    pub socket: PathBuf,
+    /// Read-only HTTP listener for metrics (issue: cluster state); "" disables.
+    pub http_listen: String,
+    pub source: Source,
+    pub ipam: IpamConfig,
+    pub interfaces: Interfaces,
+    pub dataplane: DataplaneSection,
+    pub nat: NatSection,
+    pub acl: AclSection,
+    pub services: ServicesSection,
+    pub policy: PolicySection,
+    pub vxlan: VxlanSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_name: String::new(),
+            data_dir: "/var/lib/vecnet".into(),
+            socket: "/run/vecnet/vecnetd.sock".into(),
+            http_listen: "127.0.0.1:9999".into(),
+            source: Source::default(),
+            ipam: IpamConfig::default(),
+            interfaces: Interfaces::default(),
+            dataplane: DataplaneSection::default(),
+            nat: NatSection::default(),
+            acl: AclSection::default(),
+            services: ServicesSection::default(),
+            policy: PolicySection::default(),
+            vxlan: VxlanSection::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "camelCase")]
+pub struct Source {
+    /// `manifests` (implemented); `etcd` and `kube` come with the cluster-state work.
+    pub kind: String,
+    pub manifests: ManifestsSource,
+    pub etcd: EtcdSource,
+    pub kube: KubeSource,
+}
+
+impl Default for Source {
+    fn default() -> Self {
+        Self {
+            kind: "manifests".into(),
+            manifests: ManifestsSource::default(),
+            etcd: EtcdSource::default(),
+            kube: KubeSource::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "camelCase")]
+pub struct ManifestsSource {
+    pub dir: PathBuf,
+}
+
+impl Default for ManifestsSource {
+    fn default() -> Self {
+        Self {
+            dir: "/etc/vecnet/manifests".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "camelCase")]
+pub struct EtcdSource {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+}
+
+impl Default for EtcdSource {
+    fn default() -> Self {
+        Self {
+            endpoints: vec!["127.0.0.1:32379".into()],
+            prefix: "/vecnet/".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "camelCase")]
+pub struct KubeSource {
+    pub kubeconfig: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Interfaces {
+    pub host: HostInterface,
+    pub uplink: UplinkInterface,
+    pub pods: PodInterfaces,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "camelCase")]
+pub struct HostInterface {
+    /// Network namespace that plays the host: "" = the one vecnetd runs in; a name = /run/netns/NAME.
+    pub netns: String,
+    /// Linux side of `tap0`.
+    pub linux_name: String,
+    /// Data-plane MAC of `tap0` (unicast, locally administered by default).
+    pub mac: String,
+    pub mtu: u16,
+    /// Extra host-stack addresses to route /32 via the host link, in addition to those read
+    /// from the host namespace.
+    pub extra_host_ips: Vec<Ipv4Addr>,
+}
+
+impl Default for HostInterface {
+    fn default() -> Self {
+        Self {
+            netns: String::new(),
+            linux_name: "vpp1".into(),
+            mac: "02:23:45:67:89:42".into(),
+            mtu: 1450,
+            extra_host_ips: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "camelCase")]
+pub struct UplinkInterface {
+    /// "" = no uplink (single node). AF_PACKET uplinks come with the VXLAN work.
+    pub linux_name: String,
+    pub mtu: u16,
+}
+
+impl Default for UplinkInterface {
+    fn default() -> Self {
+        Self {
+            linux_name: String::new(),
+            mtu: 1500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "camelCase")]
+pub struct PodInterfaces {
+    pub mtu: u16,
+    /// `fixed` (00:00:00:00:00:02 on every pod, the 2018 layout) or `hashed` (SYSTEM.md 2.4).
+    pub mac_scheme: String,
+    pub vnet_hdr: bool,
+    pub offloads: bool,
+    pub queues: u16,
+    pub rx_ring_size: u32,
+    pub tx_ring_size: u32,
+}
+
+impl Default for PodInterfaces {
+    fn default() -> Self {
+        Self {
+            mtu: 1450,
+            mac_scheme: "fixed".into(),
+            vnet_hdr: true,
+            offloads: true,
+            queues: 1,
+            rx_ring_size: 256,
+            tx_ring_size: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "camelCase")]
+pub struct DataplaneSection {
+    pub workers: u32,
+    pub pin_cores: Vec<u32>,
+    pub vector_size: u32,
+    pub buffers: u32,
+    pub trace_capacity: u32,
+}
+
+impl Default for DataplaneSection {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            pin_cores: Vec::new(),
+            vector_size: 256,
+            buffers: 16384,
+            trace_capacity: 50_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "camelCase")]
+pub struct NatSection {
+    pub nat_external_traffic: bool,
+    pub max_sessions: u32,
+    pub max_sessions_per_user: u32,
+    pub reserved_for_control: u8,
+    pub timeouts: NatTimeoutsSection,
+}
+
+impl Default for NatSection {
+    fn default() -> Self {
+        Self {
+            nat_external_traffic: true,
+            max_sessions: 131_072,
+            max_sessions_per_user: 10_000,
+            reserved_for_control: 5,
+            timeouts: NatTimeoutsSection::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "camelCase")]
+pub struct NatTimeoutsSection {
+    pub udp: u32,
+    pub tcp_established: u32,
+    pub tcp_transitory: u32,
+    pub icmp: u32,
+}
+
+impl Default for NatTimeoutsSection {
+    fn default() -> Self {
+        Self {
+            udp: 300,
+            tcp_established: 7440,
+            tcp_transitory: 240,
+            icmp: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "camelCase")]
+pub struct AclSection {
+    pub max_sessions: u32,
+    pub reserved_for_control: u8,
+    pub timeouts: AclTimeoutsSection,
+}
+
+impl Default for AclSection {
+    fn default() -> Self {
+        Self {
+            max_sessions: 131_072,
+            reserved_for_control: 5,
+            timeouts: AclTimeoutsSection::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "camelCase")]
+pub struct AclTimeoutsSection {
+    pub udp_idle: u32,
+    pub tcp_idle: u32,
+    pub tcp_transient: u32,
+}
+
+impl Default for AclTimeoutsSection {
+    fn default() -> Self {
+        Self {
+            udp_idle: 600,
+            tcp_idle: 86_400,
+            tcp_transient: 120,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "camelCase")]
+pub struct ServicesSection {
+    #[serde(rename = "routeServiceCIDRToVPP")]
+    pub route_service_cidr_to_vpp: bool,
+    pub local_endpoint_weight: u32,
+    pub node_port_range: String,
+}
+
+impl Default for ServicesSection {
+    fn default() -> Self {
+        Self {
+            route_service_cidr_to_vpp: true,
+            local_endpoint_weight: 1,
+            node_port_range: "30000-32767".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "camelCase")]
+pub struct PolicySection {
+    pub strict_reevaluation: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VxlanSection {
+    pub vni: u32,
+    pub port: u16,
+}
+
+impl Default for VxlanSection {
+    fn default() -> Self {
+        Self {
+            vni: 10,
+            port: 4789,
+        }
+    }
+}
+
+impl Config {
+    /// Loads a file (YAML or JSON); errors name the file, the key path and the reason.
+    pub fn load(path: &std::path::Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", path.display()))?;
+        Self::parse(&path.display().to_string(), &text)
+    }
+
+    pub fn parse(name: &str, text: &str) -> anyhow::Result<Self> {
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        let mut c: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            if path == "." || inner.starts_with(&path) {
+                anyhow::anyhow!("{name}: {inner}")
+            } else {
+                anyhow::anyhow!("{name}: {path}: {inner}")
+            }
+        })?;
+        c.validate().map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        if c.node_name.is_empty() {
+            c.node_name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "node1".into());
+        }
+        if c.ipam.node_id == 0 {
+            c.ipam.node_id = 1;
+        }
+        Ok(c)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.source.kind != "manifests" {
+            anyhow::bail!(
+                "source.kind: {:?} is not available in this build (manifests is)",
+                self.source.kind
+            );
+        }
+        self.interfaces
+            .host
+            .mac
+            .parse::<vecnet_wire::MacAddr>()
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "interfaces.host.mac: invalid MAC address {:?}",
+                    self.interfaces.host.mac
+                )
+            })?;
+        if !["fixed", "hashed"].contains(&self.interfaces.pods.mac_scheme.as_str()) {
+            anyhow::bail!(
+                "interfaces.pods.macScheme: {:?} (expected fixed or hashed)",
+                self.interfaces.pods.mac_scheme
+            );
+        }
+        if self.dataplane.workers != 1 {
+            anyhow::bail!(
+                "dataplane.workers: {} (this build runs one worker)",
+                self.dataplane.workers
+            );
+        }
+        if self.dataplane.buffers < 1024 {
+            anyhow::bail!(
+                "dataplane.buffers: {} is too few (at least 1024)",
+                self.dataplane.buffers
+            );
+        }
+        if self.interfaces.host.linux_name.is_empty() || self.interfaces.host.linux_name.len() > 15
+        {
+            anyhow::bail!(
+                "interfaces.host.linuxName: {:?} is not a valid interface name",
+                self.interfaces.host.linux_name
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::parse("x", "{}").unwrap();
+        assert_eq!(c.interfaces.host.linux_name, "vpp1");
+        assert_eq!(c.nat.timeouts.tcp_established, 7440);
+        assert_eq!(c.ipam.node_id, 1);
+    }
+
+    #[test]
+    fn unknown_and_bad_keys_are_named() {
+        let e = Config::parse("c.yaml", "interfaces: {host: {colour: red}}")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("c.yaml") && e.contains("interfaces.host") && e.contains("colour"),
+            "{e}"
+        );
+        let e = Config::parse("c.yaml", "interfaces: {host: {mac: nope}}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("interfaces.host.mac"), "{e}");
+        let e = Config::parse("c.yaml", "ipam: {podSubnetCIDR: banana}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("podSubnetCIDR"), "{e}");
+    }
+}

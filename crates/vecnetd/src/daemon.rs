@@ -1,0 +1,778 @@
+//! `vecnetd run`: the node daemon. One process, three parts (SYSTEM.md 1.1):
+//! * the data-plane thread owns the graph (`Dataplane` on `TapIo`) and takes commands between
+//!   vectors (new snapshot, TAP added or removed, CLI); it sleeps in epoll when idle;
+//! * the agent (this thread) owns the Kubernetes state, IPAM and pod attachments, renders the
+//!   desired data-plane configuration and performs the Linux side effects through netlink;
+//! * the control socket (one thread per connection) relays `vecnetctl` and `vecnet-cni`
+//!   requests to the agent.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{anyhow, bail, Context, Result};
+use vecnet_agent::cni::{
+    code, CniError, CniInterface, CniIp, CniReply, CniRequest, CniResult, CniRoute, CNI_VERSION,
+};
+use vecnet_agent::control;
+use vecnet_agent::ipam::{pod_macs, NodeIpam, PodAllocator, FIXED_POD_MAC};
+use vecnet_agent::model::{parse_manifests, ClusterState, Object};
+use vecnet_graph::Clock;
+use vecnet_io::netlink;
+use vecnet_io::netns;
+use vecnet_io::tap::{Tap, TapConfig};
+use vecnet_io::tapio::{Notifier, TapIo};
+use vecnet_vswitch::{Dataplane, DataplaneConfig, DataplaneOptions};
+use vecnet_wire::MacAddr;
+
+use crate::config::Config;
+use crate::simulate::{InterfaceSpec, KindSpec, NodeSpec, Scenario};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Configuration file (YAML or JSON); every key has a default.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// `sw_if_index` of `tap0`; 1 is kept for the uplink, 3 for `loop0`, 4 for the first tunnel, so
+/// pod TAP `tapK` is `4 + K` (the seed's `tap2` is 6).
+pub const TAP0_SW_IF_INDEX: u32 = 2;
+
+enum DpCmd {
+    Apply(Box<DataplaneConfig>),
+    AddTap(u32, Tap),
+    RemoveTap(u32),
+    Cli(String, mpsc::Sender<Result<String, String>>),
+    Stop,
+}
+
+/// The handle the agent holds on the data-plane thread.
+struct DataplaneHandle {
+    tx: mpsc::Sender<DpCmd>,
+    notifier: Notifier,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DataplaneHandle {
+    fn send(&self, c: DpCmd) {
+        if self.tx.send(c).is_ok() {
+            self.notifier.notify();
+        }
+    }
+
+    fn cli(&self, line: &str) -> Result<String, String> {
+        let (tx, rx) = mpsc::channel();
+        self.send(DpCmd::Cli(line.to_string(), tx));
+        rx.recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| Err("data plane did not answer".into()))
+    }
+}
+
+fn start_dataplane(cfg: &Config) -> Result<DataplaneHandle> {
+    let io = TapIo::new().context("TAP I/O")?;
+    let waiter = io.waiter();
+    let notifier = waiter.notifier();
+    let opts = DataplaneOptions {
+        buffers: cfg.dataplane.buffers,
+        trace_capacity: cfg.dataplane.trace_capacity as usize,
+        clock: Clock::real(),
+    };
+    let mut dp = Dataplane::new(opts, Box::new(io)).map_err(|e| anyhow!("data plane: {e}"))?;
+    let (tx, rx) = mpsc::channel::<DpCmd>();
+    let thread = std::thread::Builder::new()
+        .name("vpp_main".into())
+        .spawn(move || loop {
+            while let Ok(cmd) = rx.try_recv() {
+                match cmd {
+                    DpCmd::Apply(c) => {
+                        if let Err(e) = dp.apply(&c) {
+                            tracing::error!("data plane rejected the configuration: {e}");
+                        }
+                    }
+                    DpCmd::AddTap(sw, tap) => {
+                        if let Some(io) = dp.device_mut().as_any_mut().downcast_mut::<TapIo>() {
+                            if let Err(e) = io.add(sw, tap) {
+                                tracing::error!("adding TAP {sw}: {e}");
+                            }
+                        }
+                    }
+                    DpCmd::RemoveTap(sw) => {
+                        if let Some(io) = dp.device_mut().as_any_mut().downcast_mut::<TapIo>() {
+                            drop(io.remove(sw));
+                        }
+                    }
+                    DpCmd::Cli(line, reply) => {
+                        let _ = reply.send(dp.exec(&line).map_err(|e| e.to_string()));
+                    }
+                    DpCmd::Stop => return,
+                }
+            }
+            if dp.run_once() == 0 {
+                let _ = waiter.wait(Some(Duration::from_millis(50)));
+            }
+        })
+        .context("spawning the data-plane thread")?;
+    Ok(DataplaneHandle {
+        tx,
+        notifier,
+        thread: Some(thread),
+    })
+}
+
+/// One pod attached through CNI.
+#[derive(Debug, Clone)]
+struct Attachment {
+    pod_key: String,
+    ifname: String,
+    netns: String,
+    ip: Ipv4Addr,
+    instance: u32,
+    pod_mac: MacAddr,
+    dp_mac: MacAddr,
+}
+
+impl Attachment {
+    fn sw_if_index(&self) -> u32 {
+        4 + self.instance
+    }
+}
+
+struct Agent {
+    cfg: Config,
+    ipam: NodeIpam,
+    host_netns: Option<PathBuf>,
+    host_ips: Vec<Ipv4Addr>,
+    alloc: PodAllocator,
+    pods: BTreeMap<String, Attachment>,
+    state: ClusterState,
+    manifest_stamp: Vec<(PathBuf, SystemTime, u64)>,
+    manifest_objects: BTreeMap<PathBuf, Vec<Object>>,
+    dp: DataplaneHandle,
+    warnings_seen: std::collections::BTreeSet<String>,
+    ready: bool,
+}
+
+fn in_host<T: Send>(host: &Option<PathBuf>, f: impl FnOnce() -> T + Send) -> Result<T> {
+    match host {
+        None => Ok(f()),
+        Some(p) => netns::run_in(p, f).map_err(|e| anyhow!("in host netns {}: {e}", p.display())),
+    }
+}
+
+impl Agent {
+    fn new(cfg: Config) -> Result<Self> {
+        let ipam = cfg
+            .ipam
+            .for_node(cfg.ipam.node_id)
+            .map_err(|e| anyhow!("ipam: {e}"))?;
+        let host_netns = if cfg.interfaces.host.netns.is_empty() {
+            None
+        } else {
+            Some(netns::path(&cfg.interfaces.host.netns))
+        };
+        if let Some(p) = &host_netns {
+            if !p.exists() {
+                bail!("interfaces.host.netns: {} does not exist", p.display());
+            }
+        }
+        let dp = start_dataplane(&cfg)?;
+        Ok(Self {
+            alloc: PodAllocator::new(&ipam),
+            ipam,
+            host_netns,
+            host_ips: Vec::new(),
+            pods: BTreeMap::new(),
+            state: ClusterState::default(),
+            manifest_stamp: Vec::new(),
+            manifest_objects: BTreeMap::new(),
+            dp,
+            warnings_seen: Default::default(),
+            ready: false,
+            cfg,
+        })
+    }
+
+    /// Creates `tap0` with its Linux side in the host namespace (SYSTEM.md 3.4).
+    fn setup_host_link(&mut self) -> Result<()> {
+        let h = &self.cfg.interfaces.host;
+        let name = h.linux_name.clone();
+        let cfg = TapConfig::new(&name);
+        let tap = match &self.host_netns {
+            None => Tap::open(&cfg),
+            Some(p) => Tap::open_in(p, &cfg),
+        }
+        .map_err(|e| anyhow!("creating {name}: {e}"))?;
+        let (ipam, mtu) = (self.ipam, h.mtu);
+        let route_svc = self.cfg.services.route_service_cidr_to_vpp;
+        let name2 = name.clone();
+        let host_ips = in_host(&self.host_netns, move || -> Result<Vec<Ipv4Addr>> {
+            netlink::set_mtu(&name2, mtu as u32)?;
+            // v1 is IPv4-only: no neighbour discovery noise on the host link.
+            let _ = netlink::set_ipv6_disabled(&name2, true);
+            netlink::add_addr(&name2, ipam.host_linux_ip, ipam.host_subnet.len)?;
+            netlink::set_up(&name2)?;
+            netlink::add_route(
+                ipam.pod_cidr.network(),
+                ipam.pod_cidr.len,
+                Some(ipam.host_vpp_ip),
+                &name2,
+                false,
+            )?;
+            if route_svc {
+                netlink::add_route(
+                    ipam.service_cidr.network(),
+                    ipam.service_cidr.len,
+                    Some(ipam.host_vpp_ip),
+                    &name2,
+                    false,
+                )?;
+            }
+            let _ = std::fs::write(format!("/proc/sys/net/ipv4/conf/{name2}/rp_filter"), "2");
+            Ok(netlink::addrs_v4()?
+                .into_iter()
+                .filter(|(dev, a, _)| *dev != name2 && !a.is_loopback())
+                .map(|(_, a, _)| a)
+                .collect())
+        })??;
+        self.host_ips = host_ips;
+        for ip in &self.cfg.interfaces.host.extra_host_ips {
+            if !self.host_ips.contains(ip) {
+                self.host_ips.push(*ip);
+            }
+        }
+        tracing::info!(link = %name, host_ips = ?self.host_ips, "host link up: tap0 {} / {} {}", ipam.host_vpp_ip, name, ipam.host_linux_ip);
+        self.dp.send(DpCmd::AddTap(TAP0_SW_IF_INDEX, tap));
+        Ok(())
+    }
+
+    /// Re-reads the manifests directory when a file changed; a file that fails to parse keeps
+    /// its previous objects.
+    fn rescan_manifests(&mut self) -> bool {
+        let dir = self.cfg.source.manifests.dir.clone();
+        let mut stamp = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                let p = e.path();
+                let ext = p.extension().and_then(|x| x.to_str()).unwrap_or("");
+                if !["yaml", "yml", "json"].contains(&ext) {
+                    continue;
+                }
+                if let Ok(m) = e.metadata() {
+                    stamp.push((p, m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
+                }
+            }
+        }
+        stamp.sort();
+        if stamp == self.manifest_stamp {
+            return false;
+        }
+        let mut objects = BTreeMap::new();
+        for (p, _, _) in &stamp {
+            match std::fs::read_to_string(p)
+                .map_err(|e| e.to_string())
+                .and_then(|t| parse_manifests(&t).map_err(|e| e.to_string()))
+            {
+                Ok(objs) => {
+                    objects.insert(p.clone(), objs);
+                }
+                Err(e) => {
+                    tracing::warn!(file = %p.display(), "manifest not loaded, keeping its previous objects: {e}");
+                    if let Some(prev) = self.manifest_objects.get(p) {
+                        objects.insert(p.clone(), prev.clone());
+                    }
+                }
+            }
+        }
+        self.manifest_stamp = stamp;
+        self.manifest_objects = objects;
+        let mut state = ClusterState::default();
+        for objs in self.manifest_objects.values() {
+            for o in objs {
+                state.apply(o.clone());
+            }
+        }
+        self.state = state;
+        true
+    }
+
+    /// Renders the desired data-plane configuration and hands it to the data plane.
+    fn render_and_apply(&mut self) -> Result<()> {
+        let h = &self.cfg.interfaces.host;
+        let mut interfaces = vec![InterfaceSpec {
+            name: "tap0".into(),
+            kind: KindSpec::Host,
+            mac: Some(h.mac.parse().map_err(|_| anyhow!("interfaces.host.mac"))?),
+            peer_mac: None,
+            host_ips: self.host_ips.clone(),
+            pod: None,
+            ip: None,
+            sw_if_index: Some(TAP0_SW_IF_INDEX),
+            mtu: Some(h.mtu),
+        }];
+        for a in self.pods.values() {
+            interfaces.push(InterfaceSpec {
+                name: format!("tap{}", a.instance),
+                kind: KindSpec::Pod,
+                mac: Some(a.dp_mac),
+                peer_mac: Some(a.pod_mac),
+                host_ips: Vec::new(),
+                pod: Some(a.pod_key.clone()),
+                ip: Some(a.ip),
+                sw_if_index: Some(a.sw_if_index()),
+                mtu: Some(self.cfg.interfaces.pods.mtu),
+            });
+        }
+        let objects = object_values(&self.state);
+        let sc = Scenario {
+            node: NodeSpec {
+                id: self.cfg.ipam.node_id,
+                name: self.cfg.node_name.clone(),
+            },
+            ipam: Some(self.cfg.ipam.clone()),
+            interfaces,
+            objects,
+            packets: Vec::new(),
+            seed: 0,
+        };
+        let mut plan = crate::simulate::plan(&sc)?;
+        let n = &self.cfg.nat;
+        plan.config.nat.max_sessions = n.max_sessions;
+        plan.config.nat.reserved_for_control = n.reserved_for_control;
+        plan.config.nat.timeouts = vecnet_nat::NatTimeouts {
+            udp: n.timeouts.udp,
+            tcp_established: n.timeouts.tcp_established,
+            tcp_transitory: n.timeouts.tcp_transitory,
+            icmp: n.timeouts.icmp,
+        };
+        let a = &self.cfg.acl;
+        plan.config.acl.max_sessions = a.max_sessions;
+        plan.config.acl.reserved_for_control = a.reserved_for_control;
+        plan.config.acl.timeouts = vecnet_acl::AclTimeouts {
+            udp_idle: a.timeouts.udp_idle,
+            tcp_idle: a.timeouts.tcp_idle,
+            tcp_transient: a.timeouts.tcp_transient,
+        };
+        for w in plan.warnings {
+            if self.warnings_seen.insert(w.clone()) {
+                tracing::warn!("{w}");
+            }
+        }
+        self.dp.send(DpCmd::Apply(Box::new(plan.config)));
+        Ok(())
+    }
+
+    fn handle(&mut self, req: &control::Request) -> Response {
+        match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/healthz") => (
+                200,
+                "text/plain",
+                if self.ready { "ok\n" } else { "starting\n" }.into(),
+            ),
+            ("POST", "/v1/cli") => match self.dp.cli(req.body.trim()) {
+                Ok(out) => (200, "text/plain", out),
+                Err(e) => (400, "text/plain", format!("{e}\n")),
+            },
+            ("POST", "/v1/cni") => {
+                let reply = match serde_json::from_str::<CniRequest>(&req.body) {
+                    Ok(r) => self.cni(&r),
+                    Err(e) => CniReply::Error(CniError::new(
+                        code::DECODE_FAILURE,
+                        "cannot decode the CNI request",
+                        e.to_string(),
+                    )),
+                };
+                (
+                    200,
+                    "application/json",
+                    serde_json::to_string(&reply).unwrap_or_default(),
+                )
+            }
+            ("GET", "/v1/pods") => (200, "text/plain", self.show_pods()),
+            ("GET", "/v1/ipam") => (200, "text/plain", self.show_ipam()),
+            _ => (
+                404,
+                "text/plain",
+                format!("no route {} {}\n", req.method, req.path),
+            ),
+        }
+    }
+
+    fn show_pods(&self) -> String {
+        let mut out = format!(
+            "{:<30} {:<16} {:<8} {:<10} {:<18} {}\n",
+            "POD", "IP", "IF", "SW_IF", "MAC", "NETNS"
+        );
+        for a in self.pods.values() {
+            out.push_str(&format!(
+                "{:<30} {:<16} {:<8} {:<10} {:<18} {}\n",
+                a.pod_key,
+                a.ip,
+                format!("tap{}", a.instance),
+                a.sw_if_index(),
+                a.pod_mac,
+                a.netns
+            ));
+        }
+        out
+    }
+
+    fn show_ipam(&self) -> String {
+        let i = &self.ipam;
+        let mut out = String::new();
+        out.push_str(&format!("Node ID:            {}\n", i.node_id));
+        out.push_str(&format!("Node name:          {}\n", self.cfg.node_name));
+        out.push_str(&format!("Pod subnet:         {}\n", i.pod_subnet));
+        out.push_str(&format!("Pod gateway:        {}\n", i.pod_gateway));
+        out.push_str(&format!("NAT loopback:       {}\n", i.nat_loopback));
+        out.push_str(&format!(
+            "Host link:          tap0 {} / {} {}\n",
+            i.host_vpp_ip, self.cfg.interfaces.host.linux_name, i.host_linux_ip
+        ));
+        out.push_str(&format!("Node IP:            {}\n", i.node_ip));
+        out.push_str(&format!("VXLAN BVI IP:       {}\n", i.bvi_ip));
+        out.push_str(&format!("Service CIDR:       {}\n", i.service_cidr));
+        out.push_str(&format!("Host IPs:           {:?}\n", self.host_ips));
+        out.push_str("Allocated pod IPs:\n");
+        for (k, ip) in self.alloc.allocations() {
+            out.push_str(&format!("  {ip:<16} {k}\n"));
+        }
+        out
+    }
+
+    fn cni(&mut self, r: &CniRequest) -> CniReply {
+        let err = |c: u32, m: &str, d: String| CniReply::Error(CniError::new(c, m, d));
+        match r.command.as_str() {
+            "VERSION" | "STATUS" => CniReply::Ok(None),
+            "ADD" | "DEL" | "CHECK" => {
+                if r.container_id.is_empty() || r.ifname.is_empty() {
+                    return err(
+                        code::INVALID_ENVIRONMENT,
+                        "missing CNI_CONTAINERID or CNI_IFNAME",
+                        String::new(),
+                    );
+                }
+                let key = format!("{}/{}", r.container_id, r.ifname);
+                match r.command.as_str() {
+                    "ADD" => match self.cni_add(&key, r) {
+                        Ok(res) => CniReply::Ok(Some(res)),
+                        Err(e) => err(
+                            code::TRY_AGAIN_LATER,
+                            "vecnetd could not attach the pod",
+                            format!("{e:#}"),
+                        ),
+                    },
+                    "DEL" => {
+                        self.cni_del(&key);
+                        CniReply::Ok(None)
+                    }
+                    _ => match self.pods.get(&key) {
+                        Some(a) if a.netns == r.netns => CniReply::Ok(None),
+                        Some(_) => err(
+                            code::INVALID_NETWORK_CONFIG,
+                            "attachment exists in another netns",
+                            String::new(),
+                        ),
+                        None => err(code::UNKNOWN_CONTAINER, "unknown container", key),
+                    },
+                }
+            }
+            "GC" => {
+                let valid: std::collections::BTreeSet<String> = r
+                    .valid_attachments
+                    .iter()
+                    .map(|(c, i)| format!("{c}/{i}"))
+                    .collect();
+                let stale: Vec<String> = self
+                    .pods
+                    .keys()
+                    .filter(|k| !valid.contains(*k))
+                    .cloned()
+                    .collect();
+                for k in stale {
+                    self.cni_del(&k);
+                }
+                CniReply::Ok(None)
+            }
+            other => err(
+                code::INVALID_ENVIRONMENT,
+                "unknown CNI_COMMAND",
+                other.to_string(),
+            ),
+        }
+    }
+
+    fn result_of(&self, a: &Attachment) -> CniResult {
+        let gw = self.ipam.pod_gateway.to_string();
+        CniResult {
+            cni_version: CNI_VERSION.into(),
+            interfaces: vec![CniInterface {
+                name: a.ifname.clone(),
+                mac: a.pod_mac.to_string(),
+                sandbox: a.netns.clone(),
+            }],
+            ips: vec![CniIp {
+                address: format!("{}/32", a.ip),
+                gateway: gw.clone(),
+                interface: 0,
+            }],
+            routes: vec![CniRoute {
+                dst: "0.0.0.0/0".into(),
+                gw,
+            }],
+            dns: serde_json::json!({}),
+        }
+    }
+
+    fn cni_add(&mut self, key: &str, r: &CniRequest) -> Result<CniResult> {
+        if let Some(a) = self.pods.get(key) {
+            return Ok(self.result_of(a));
+        }
+        let netns_path = PathBuf::from(&r.netns);
+        if r.netns.is_empty() || !netns_path.exists() {
+            bail!("CNI_NETNS {:?} does not exist", r.netns);
+        }
+        let ns = r
+            .args
+            .get("K8S_POD_NAMESPACE")
+            .cloned()
+            .unwrap_or_else(|| "default".into());
+        let name = r
+            .args
+            .get("K8S_POD_NAME")
+            .cloned()
+            .unwrap_or_else(|| r.container_id.chars().take(12).collect());
+        let ip = self.alloc.allocate(key).map_err(|e| anyhow!("{e}"))?;
+        let instance = (1..)
+            .find(|i| !self.pods.values().any(|a| a.instance == *i))
+            .unwrap_or(1);
+        let (pod_hashed, dp_mac) = pod_macs(&r.container_id, &r.ifname);
+        let pod_mac = if self.cfg.interfaces.pods.mac_scheme == "hashed" {
+            pod_hashed
+        } else {
+            FIXED_POD_MAC
+        };
+        let a = Attachment {
+            pod_key: format!("{ns}/{name}"),
+            ifname: r.ifname.clone(),
+            netns: r.netns.clone(),
+            ip,
+            instance,
+            pod_mac: MacAddr(pod_mac),
+            dp_mac: MacAddr(dp_mac),
+        };
+        match self.plug(&a, &netns_path) {
+            Ok(tap) => {
+                self.dp.send(DpCmd::AddTap(a.sw_if_index(), tap));
+                self.pods.insert(key.to_string(), a.clone());
+                self.render_and_apply()?;
+                tracing::info!(pod = %a.pod_key, ip = %a.ip, tap = %format!("tap{}", a.instance), "pod attached");
+                Ok(self.result_of(&a))
+            }
+            Err(e) => {
+                self.alloc.release(key);
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates the pod's TAP, moves it into the pod netns as `ifname` and configures it
+    /// (SYSTEM.md 3.5).
+    fn plug(&self, a: &Attachment, netns_path: &Path) -> Result<Tap> {
+        let tmp = format!("vnt{}-{}", std::process::id() % 10000, a.instance);
+        let tap =
+            Tap::open(&TapConfig::new(&tmp)).map_err(|e| anyhow!("creating TAP {tmp}: {e}"))?;
+        netlink::set_netns(&tmp, netns_path)
+            .map_err(|e| anyhow!("moving {tmp} into {}: {e}", netns_path.display()))?;
+        let (ifname, ip, gw, pod_mac, dp_mac, mtu) = (
+            a.ifname.clone(),
+            a.ip,
+            self.ipam.pod_gateway,
+            a.pod_mac.0,
+            a.dp_mac.0,
+            self.cfg.interfaces.pods.mtu,
+        );
+        netns::run_in(netns_path, move || -> Result<()> {
+            let idx = netlink::link_index(&tmp)?.ok_or_else(|| anyhow!("{tmp} vanished"))?;
+            netlink::rename(idx, &ifname)?;
+            netlink::set_mac(&ifname, pod_mac)?;
+            netlink::set_mtu(&ifname, mtu as u32)?;
+            let _ = netlink::set_ipv6_disabled(&ifname, true);
+            netlink::set_up(&ifname)?;
+            netlink::set_up("lo")?;
+            netlink::add_addr(&ifname, ip, 32)?;
+            netlink::add_route(gw, 32, None, &ifname, true)?;
+            netlink::add_route(Ipv4Addr::UNSPECIFIED, 0, Some(gw), &ifname, false)?;
+            netlink::add_neigh_permanent(&ifname, gw, dp_mac)?;
+            Ok(())
+        })
+        .map_err(|e| anyhow!("{e}"))??;
+        Ok(tap)
+    }
+
+    fn cni_del(&mut self, key: &str) {
+        let Some(a) = self.pods.remove(key) else {
+            self.alloc.release(key);
+            return;
+        };
+        self.dp.send(DpCmd::RemoveTap(a.sw_if_index()));
+        self.alloc.release(key);
+        if let Err(e) = self.render_and_apply() {
+            tracing::error!("re-render after DEL: {e:#}");
+        }
+        tracing::info!(pod = %a.pod_key, "pod detached");
+    }
+}
+
+/// The cluster's objects as JSON values (the form scenarios carry).
+fn object_values(state: &ClusterState) -> Vec<serde_json::Value> {
+    let mut v = Vec::new();
+    let mut push = |x: serde_json::Result<serde_json::Value>| {
+        if let Ok(x) = x {
+            v.push(x);
+        }
+    };
+    for o in state.namespaces.values() {
+        push(serde_json::to_value(o));
+    }
+    for o in state.nodes.values() {
+        push(serde_json::to_value(o));
+    }
+    for o in state.pods.values() {
+        push(serde_json::to_value(o));
+    }
+    for o in state.services.values() {
+        push(serde_json::to_value(o));
+    }
+    for o in state.endpoint_slices.values() {
+        push(serde_json::to_value(o));
+    }
+    for o in state.policies.values() {
+        push(serde_json::to_value(o));
+    }
+    v
+}
+
+/// A response: status, content type, body.
+type Response = (u16, &'static str, String);
+/// A request for the agent and where to send its response.
+type AgentMsg = (control::Request, mpsc::Sender<Response>);
+
+fn serve_connection(mut s: UnixStream, tx: &mpsc::Sender<AgentMsg>) {
+    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+    let req = match control::read_request(&mut s) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = control::write_response(&mut s, 400, "text/plain", &format!("{e}\n"));
+            return;
+        }
+    };
+    let (rtx, rrx) = mpsc::channel();
+    if tx.send((req, rtx)).is_err() {
+        let _ = control::write_response(&mut s, 503, "text/plain", "vecnetd is shutting down\n");
+        return;
+    }
+    match rrx.recv_timeout(Duration::from_secs(60)) {
+        Ok((status, ct, body)) => {
+            let _ = control::write_response(&mut s, status, ct, &body);
+        }
+        Err(_) => {
+            let _ = control::write_response(&mut s, 503, "text/plain", "vecnetd is busy\n");
+        }
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let cfg = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::parse("(embedded defaults)", "{}")?,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    let socket = cfg.socket.clone();
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("socket: creating {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket)
+        .with_context(|| format!("socket: binding {}", socket.display()))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+    let mut agent = Agent::new(cfg)?;
+    agent.setup_host_link()?;
+    agent.rescan_manifests();
+    agent.render_and_apply()?;
+    agent.ready = true;
+    tracing::info!(socket = %socket.display(), node = %agent.cfg.node_name, "vecnetd ready");
+
+    let (tx, rx) = mpsc::channel();
+    listener.set_nonblocking(true)?;
+    let stop2 = Arc::clone(&stop);
+    let acceptor = std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        let _ = s.set_nonblocking(false);
+                        let tx = tx.clone();
+                        let _ = std::thread::Builder::new()
+                            .name("control-conn".into())
+                            .spawn(move || serve_connection(s, &tx));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(e) => {
+                        tracing::warn!("control socket: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        })?;
+
+    let mut last_scan = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok((req, reply)) => {
+                let r = agent.handle(&req);
+                let _ = reply.send(r);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if last_scan.elapsed() >= Duration::from_secs(1) {
+            last_scan = Instant::now();
+            if agent.rescan_manifests() {
+                tracing::info!("manifests changed: re-rendering");
+                if let Err(e) = agent.render_and_apply() {
+                    tracing::error!("render: {e:#}");
+                }
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    let _ = acceptor.join();
+    let _ = std::fs::remove_file(&socket);
+    // Closing the TAP fds removes the (non-persistent) TAPs, their addresses and routes.
+    agent.dp.send(DpCmd::Stop);
+    if let Some(t) = agent.dp.thread.take() {
+        let _ = t.join();
+    }
+    Ok(())
+}
