@@ -32,6 +32,8 @@ pub const COMMANDS: &[&str] = &[
     "show acl-plugin acl",
     "show acl-plugin sessions",
     "show acl-plugin interface",
+    "clear acl-plugin sessions",
+    "clear nat44 sessions",
     "show version",
 ];
 
@@ -88,6 +90,14 @@ impl Dataplane {
                         rest.join(" ")
                     ))
                 })
+            }
+            ["clear", "acl-plugin", "sessions"] => {
+                self.worker.acl.clear_sessions();
+                Ok(String::new())
+            }
+            ["clear", "nat44", "sessions"] => {
+                self.worker.nat.sessions.purge(|_| true);
+                Ok(String::new())
             }
             ["show", "acl-plugin", rest @ ..] => {
                 let w = &self.worker;
