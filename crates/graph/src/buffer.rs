@@ -301,6 +301,38 @@ impl BufferPool {
         true
     }
 
+    /// Bytes of the whole packet: this buffer's valid bytes plus those of its chain (GSO
+    /// super-frames span several buffers).
+    #[inline]
+    pub fn chain_length(&self, bi: u32) -> usize {
+        let mut total = 0usize;
+        let mut b = bi;
+        // A chain is at most 64 KiB / 2 KiB buffers long; the bound guards against a cycle.
+        for _ in 0..64 {
+            let Some(m) = self.meta.get(b as usize) else {
+                break;
+            };
+            total += m.current_length as usize;
+            if m.next_buffer == INVALID {
+                break;
+            }
+            b = m.next_buffer;
+        }
+        total
+    }
+
+    /// Frees every buffer after `bi` in its chain, leaving `bi` alone (when a node turns a
+    /// packet into a small one of its own: an ICMP error, an ARP request).
+    pub fn free_tail(&mut self, bi: u32) {
+        let next = match self.meta.get_mut(bi as usize) {
+            Some(m) => std::mem::replace(&mut m.next_buffer, INVALID),
+            None => return,
+        };
+        if next != INVALID {
+            self.free(next);
+        }
+    }
+
     /// Sets the packet to `bytes` placed after the headroom. Returns false if it does not fit.
     pub fn write_packet(&mut self, bi: u32, bytes: &[u8]) -> bool {
         if bytes.len() > DATA_SIZE {

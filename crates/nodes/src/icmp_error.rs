@@ -75,6 +75,8 @@ impl<R: L3Runtime> Node<R> for Ip4IcmpError {
             let ihl = ((ip[0] & 0x0f) as usize) * 4;
             let quote = (ihl + 8).min(ip.len());
             let orig_src = [ip[12], ip[13], ip[14], ip[15]];
+            // The error quotes only the head of the packet: the rest of a chain goes.
+            ctx.pool.free_tail(bi);
             if !ctx.pool.retreat(bi, 28) {
                 *next = drop_with(ctx, bi, ERR_NO_HEADROOM, NEXT_DROP);
                 continue;

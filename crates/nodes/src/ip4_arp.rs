@@ -93,6 +93,7 @@ impl<R: L3Runtime> Node<R> for Ip4Arp {
                 continue;
             }
             // The packet that triggered the request is dropped; its buffer carries the request.
+            ctx.pool.free_tail(bi);
             let ok = ctx.pool.retreat(bi, 14) && ctx.pool.set_length(bi, 42);
             if !ok || !build_request(ctx.pool.data_mut(bi), iface.mac, src, target) {
                 *next = drop_with(ctx, bi, ERR_NO_SOURCE, NEXT_DROP);

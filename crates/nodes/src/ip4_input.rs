@@ -52,8 +52,15 @@ impl<R: L3Runtime> Node<R> for Ip4Input {
         let (cfg, _) = rt.l3();
         for (&bi, next) in frame.iter().zip(nexts.iter_mut()) {
             ctx.trace_with(bi, |p| IpCapture::new(p.data(bi)));
+            // A GSO super-frame spans a chain of buffers: its length is the chain's.
+            let chained = ctx.pool.meta(bi).next_buffer != vecnet_graph::INVALID;
+            let chain_len = if chained {
+                ctx.pool.chain_length(bi)
+            } else {
+                0
+            };
             let (m, ip) = ctx.pool.get_mut(bi);
-            let total_len = match check(ip) {
+            let total_len = match check(ip, chain_len) {
                 Ok(t) => t,
                 Err(e) => {
                     *next = drop_with(ctx, bi, e, NEXT_DROP);
@@ -61,8 +68,11 @@ impl<R: L3Runtime> Node<R> for Ip4Input {
                 }
             };
             let (ttl, dst0, dst_bcast) = (ip[8], ip[16], ip[16..20] == [255; 4]);
-            // Ethernet pads short frames; the packet ends where the IP header says.
-            m.current_length = total_len;
+            // Ethernet pads short frames; the packet ends where the IP header says. (A chain
+            // carries no padding and keeps its buffers' lengths.)
+            if !chained {
+                m.current_length = total_len;
+            }
             if dst0 >> 4 == 0xe || dst_bcast {
                 *next = drop_with(ctx, bi, ERR_DST_NOT_UNICAST, NEXT_DROP);
                 continue;
@@ -88,9 +98,10 @@ impl<R: L3Runtime> Node<R> for Ip4Input {
     }
 }
 
-/// Validates an IPv4 header; returns the total length or the error code.
+/// Validates an IPv4 header; returns the total length or the error code. `chain_len` is the
+/// length of the whole packet when it spans a buffer chain (0 otherwise).
 #[inline]
-pub fn check(ip: &[u8]) -> Result<u16, u16> {
+pub fn check(ip: &[u8], chain_len: usize) -> Result<u16, u16> {
     if ip.len() < 20 {
         return Err(ERR_TOO_SHORT);
     }
@@ -105,7 +116,7 @@ pub fn check(ip: &[u8]) -> Result<u16, u16> {
     if (total as usize) < ihl {
         return Err(ERR_TOO_SHORT);
     }
-    if total as usize > ip.len() {
+    if total as usize > ip.len().max(chain_len) {
         return Err(ERR_BAD_LENGTH);
     }
     if !header_checksum_ok(&ip[..ihl]) {

@@ -26,7 +26,7 @@ use vecnet_agent::model::{parse_manifests, ClusterState, Object};
 use vecnet_graph::Clock;
 use vecnet_io::netlink;
 use vecnet_io::netns;
-use vecnet_io::tap::{Tap, TapConfig};
+use vecnet_io::tap::{Offload, Tap, TapConfig};
 use vecnet_io::tapio::{Notifier, TapIo};
 use vecnet_vswitch::{Dataplane, DataplaneConfig, DataplaneOptions};
 use vecnet_wire::MacAddr;
@@ -203,7 +203,7 @@ impl Agent {
     fn setup_host_link(&mut self) -> Result<()> {
         let h = &self.cfg.interfaces.host;
         let name = h.linux_name.clone();
-        let cfg = TapConfig::new(&name);
+        let cfg = TapConfig::new(&name).offload(offload(&self.cfg));
         let tap = match &self.host_netns {
             None => Tap::open(&cfg),
             Some(p) => Tap::open_in(p, &cfg),
@@ -459,6 +459,13 @@ impl Agent {
                     );
                 }
                 let key = format!("{}/{}", r.container_id, r.ifname);
+                if r.command == "ADD" && (r.netns.is_empty() || !Path::new(&r.netns).exists()) {
+                    return err(
+                        code::INVALID_ENVIRONMENT,
+                        "CNI_NETNS does not exist",
+                        r.netns.clone(),
+                    );
+                }
                 match r.command.as_str() {
                     "ADD" => match self.cni_add(&key, r) {
                         Ok(res) => CniReply::Ok(Some(res)),
@@ -586,8 +593,8 @@ impl Agent {
     /// (SYSTEM.md 3.5).
     fn plug(&self, a: &Attachment, netns_path: &Path) -> Result<Tap> {
         let tmp = format!("vnt{}-{}", std::process::id() % 10000, a.instance);
-        let tap =
-            Tap::open(&TapConfig::new(&tmp)).map_err(|e| anyhow!("creating TAP {tmp}: {e}"))?;
+        let tap = Tap::open(&TapConfig::new(&tmp).offload(offload(&self.cfg)))
+            .map_err(|e| anyhow!("creating TAP {tmp}: {e}"))?;
         netlink::set_netns(&tmp, netns_path)
             .map_err(|e| anyhow!("moving {tmp} into {}: {e}", netns_path.display()))?;
         let (ifname, ip, gw, pod_mac, dp_mac, mtu) = (
@@ -627,6 +634,16 @@ impl Agent {
             tracing::error!("re-render after DEL: {e:#}");
         }
         tracing::info!(pod = %a.pod_key, "pod detached");
+    }
+}
+
+/// TAP offloads: checksum offload and TSO (GSO super-frames travel the graph as buffer chains)
+/// unless `interfaces.pods.offloads` is off.
+fn offload(cfg: &Config) -> Offload {
+    if cfg.interfaces.pods.offloads && cfg.interfaces.pods.vnet_hdr {
+        Offload::Tso
+    } else {
+        Offload::Csum
     }
 }
 

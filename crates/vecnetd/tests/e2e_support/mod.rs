@@ -84,6 +84,8 @@ pub fn preflight(tools: &[(&str, &str)]) -> bool {
             "`{tool}` is not installed: apt-get install {package} (scripts/test.sh installs it)"
         );
     }
+    sibling_bin("vecnet-cni");
+    sibling_bin("vecnetctl");
     reap_stale();
     true
 }
@@ -354,14 +356,23 @@ pub struct CniEnv<'a> {
     pub args: Option<&'a str>,
 }
 
-/// Runs the `vecnet-cni` binary as a container runtime would.
-pub fn cni_exec(socket: &Path, env: &CniEnv<'_>) -> CniRun {
-    let conf = serde_json::json!({
+/// The network configuration a runtime hands to `vecnet-cni` on stdin.
+pub fn cni_conf(socket: &Path) -> Value {
+    serde_json::json!({
         "cniVersion": "1.1.0",
         "name": "vecnet",
         "type": "vecnet-cni",
         "socket": socket,
-    });
+    })
+}
+
+/// Runs the `vecnet-cni` binary as a container runtime would.
+pub fn cni_exec(socket: &Path, env: &CniEnv<'_>) -> CniRun {
+    cni_exec_conf(&cni_conf(socket), env)
+}
+
+/// Runs the `vecnet-cni` binary with the network configuration `conf`.
+pub fn cni_exec_conf(conf: &Value, env: &CniEnv<'_>) -> CniRun {
     let mut cmd = Command::new(sibling_bin("vecnet-cni"));
     for v in [
         "CNI_COMMAND",
@@ -807,9 +818,40 @@ impl Node {
     /// no link in the root namespace it created (the daemon's temporary TAP names, `vpp1`), no
     /// file, no daemon.
     pub fn finish(mut self) {
-        let pids_prefix = format!("vnt{}-", self.daemon_pid % 10000);
-        let pid = self.daemon_pid;
         let mut problems = self.cleanup();
+        problems.extend(self.leftovers().check());
+        assert!(
+            problems.is_empty(),
+            "cleanup of {}: {problems:#?}",
+            self.prefix
+        );
+    }
+
+    /// What [`Leftovers::check`] needs to find anything of this test after it is gone.
+    pub fn leftovers(&self) -> Leftovers {
+        Leftovers {
+            prefix: self.prefix.clone(),
+            dir: self.dir.clone(),
+            daemon_pid: self.daemon_pid,
+            root_links_before: self.root_links_before.clone(),
+        }
+    }
+}
+
+/// The traces a test could leave: namespaces named with its prefix, links and routes in the
+/// root namespace (the daemon's temporary TAP names `vnt<pid % 10000>-*`, a `vpp*` link that was
+/// not there before), its directory, its daemon.
+#[derive(Debug, Clone)]
+pub struct Leftovers {
+    pub prefix: String,
+    pub dir: PathBuf,
+    pub daemon_pid: u32,
+    pub root_links_before: Vec<String>,
+}
+
+impl Leftovers {
+    pub fn check(&self) -> Vec<String> {
+        let mut problems = Vec::new();
         let ns_prefix = format!("{}-", self.prefix);
         let left: Vec<String> = netns::list()
             .unwrap_or_default()
@@ -819,12 +861,11 @@ impl Node {
         if !left.is_empty() {
             problems.push(format!("namespaces left behind: {left:?}"));
         }
+        let taps = format!("vnt{}-", self.daemon_pid % 10000);
         let before = &self.root_links_before;
         let stray: Vec<String> = root_links()
             .into_iter()
-            .filter(|l| {
-                l.starts_with(&pids_prefix) || (l.starts_with("vpp") && !before.contains(l))
-            })
+            .filter(|l| l.starts_with(&taps) || (l.starts_with("vpp") && !before.contains(l)))
             .collect();
         if !stray.is_empty() {
             problems.push(format!("links left in the root namespace: {stray:?}"));
@@ -836,7 +877,7 @@ impl Node {
             .unwrap_or_default();
         let stray_routes: Vec<&str> = routes
             .lines()
-            .filter(|l| l.contains(" dev vpp") || l.contains(&format!(" dev {pids_prefix}")))
+            .filter(|l| l.contains(" dev vpp") || l.contains(&format!(" dev {taps}")))
             .collect();
         if !stray_routes.is_empty() {
             problems.push(format!(
@@ -846,17 +887,14 @@ impl Node {
         if self.dir.exists() {
             problems.push(format!("{} left behind", self.dir.display()));
         }
-        if Path::new(&format!("/proc/{pid}/stat")).exists()
+        let pid = self.daemon_pid;
+        if pid != 0
             && std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|s| !s.contains(") Z "))
+                .is_ok_and(|s| s.contains("(vecnetd)") && !s.contains(") Z "))
         {
             problems.push(format!("vecnetd (pid {pid}) still runs"));
         }
-        assert!(
-            problems.is_empty(),
-            "cleanup of {}: {problems:#?}",
-            self.prefix
-        );
+        problems
     }
 }
 
