@@ -27,10 +27,10 @@
 //!   checksums are completed in software.
 //! * **GSO** ([`Offload::Tso`]): super-frames up to 64 KiB are received as buffer chains
 //!   (`next_buffer`, `num_buffers` = segments) and chains are sent whole with one `writev`.
-//!   `TapIo` itself forwards them intact (tested TAP to TAP). **The graph is not chain-aware
-//!   yet**: `ip4-input` looks only at the first buffer and drops a chained IPv4 packet as
-//!   `ip4 length > l2 length`. Until the nodes learn chains, a `Dataplane` on TAPs must use
-//!   [`Offload::Csum`] (MTU-sized frames, partial checksums), which is the default. With
+//!   `TapIo` itself forwards them intact (tested TAP to TAP), and the graph carries them:
+//!   `ip4-input` measures the whole chain, the other nodes rewrite the headers in the first
+//!   buffer, and nodes that turn a packet into a small one of their own free the chain's tail.
+//!   `vecnetd` opens its TAPs with [`Offload::Tso`] (`interfaces.pods.offloads`). With
 //!   [`TapIoOptions::rx_chain`] off, frames larger than one buffer are dropped and counted
 //!   (`rx_oversize`). Software segmentation (GSO to a TAP without the virtio-net header) is not
 //!   implemented: such frames are dropped and counted (`tx_gso_dropped`).

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! vecnetctl [--socket PATH] show trace | trace add virtio-input 10 | show nat44 sessions | …
-//! vecnetctl pods | ipam
+//! vecnetctl pods | ipam | nodes
 //! ```
 
 use std::path::PathBuf;
@@ -14,17 +14,22 @@ use vecnet_agent::control;
 const DEFAULT_SOCKET: &str = "/run/vecnet/vecnetd.sock";
 
 fn usage() -> &'static str {
-    "usage: vecnetctl [--socket PATH] COMMAND...\n\
-     \n\
-     VPP-style commands (answered by vecnetd's data plane):\n\
-       show trace [max N] | trace add virtio-input N | clear trace\n\
-       show interface [address] | show ip fib [table N] [PREFIX] | show ip arp\n\
-       show runtime | clear runtime | show errors | clear errors | show version\n\
-       show nat44 sessions [detail] | static mappings | interfaces | addresses\n\
-       show acl-plugin acl | sessions | interface\n\
-     contiv-netctl style:\n\
-       pods   the pods attached on this node\n\
-       ipam   this node's addressing and allocated pod IPs\n"
+    concat!(
+        "usage: vecnetctl [--socket PATH] COMMAND...\n",
+        "\n",
+        "VPP-style commands (answered by vecnetd's data plane):\n",
+        "  show trace [max N] | trace add virtio-input N | clear trace\n",
+        "  show interface [address] | show ip fib [table N] [PREFIX] | show ip arp\n",
+        "  show runtime | clear runtime | show errors | clear errors | show version\n",
+        "  show nat44 sessions [detail] | static mappings | interfaces | addresses\n",
+        "  show acl-plugin acl | sessions | interface\n",
+        "  clear nat44 sessions | clear acl-plugin sessions\n",
+        "contiv-netctl style:\n",
+        "  pods   the pods attached on this node\n",
+        "  ipam   this node's addressing and allocated pod IPs\n",
+        "\n",
+        "The socket defaults to /run/vecnet/vecnetd.sock (or $VECNET_SOCKET).\n",
+    )
 }
 
 fn main() -> ExitCode {
@@ -54,6 +59,7 @@ fn main() -> ExitCode {
     let (method, path, body) = match line.as_str() {
         "pods" => ("GET", "/v1/pods", String::new()),
         "ipam" => ("GET", "/v1/ipam", String::new()),
+        "nodes" => ("GET", "/v1/nodes", String::new()),
         _ => ("POST", "/v1/cli", line.clone()),
     };
     match control::call(&socket, method, path, &body, Duration::from_secs(30)) {
