@@ -7,6 +7,7 @@
 
 pub mod cni;
 pub mod control;
+pub mod etcd;
 pub mod ipam;
 pub mod model;
 pub mod policy;

@@ -51,7 +51,8 @@ impl Default for Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default, rename_all = "camelCase")]
 pub struct Source {
-    /// `manifests` (implemented); `etcd` and `kube` come with the cluster-state work.
+    /// `manifests` (a directory) or `etcd` (docs/etcd.md); `kube` comes with the Kubernetes API
+    /// work.
     pub kind: String,
     pub manifests: ManifestsSource,
     pub etcd: EtcdSource,
@@ -220,7 +221,8 @@ impl Default for NatSection {
     fn default() -> Self {
         Self {
             nat_external_traffic: true,
-            max_sessions: 131_072,
+            // Issue 3: sized for 1 M sessions per worker (SYSTEM.md 1.11's example says 131072).
+            max_sessions: 1 << 20,
             max_sessions_per_user: 10_000,
             reserved_for_control: 5,
             timeouts: NatTimeoutsSection::default(),
@@ -350,18 +352,33 @@ impl Config {
                 .map(|h| h.trim().to_string())
                 .unwrap_or_else(|_| "node1".into());
         }
-        if c.ipam.node_id == 0 {
+        // Node ID 0 = allocate in etcd (etcd mode) or 1 (manifests).
+        if c.ipam.node_id == 0 && c.source.kind != "etcd" {
             c.ipam.node_id = 1;
+        }
+        if !c.source.etcd.prefix.ends_with('/') {
+            c.source.etcd.prefix.push('/');
         }
         Ok(c)
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        if self.source.kind != "manifests" {
-            anyhow::bail!(
-                "source.kind: {:?} is not available in this build (manifests is)",
-                self.source.kind
-            );
+        match self.source.kind.as_str() {
+            "manifests" => {}
+            "etcd" => {
+                let e = &self.source.etcd;
+                if e.endpoints.is_empty() || e.endpoints.iter().any(|x| x.trim().is_empty()) {
+                    anyhow::bail!(
+                        "source.etcd.endpoints: at least one endpoint (host:port) is needed"
+                    );
+                }
+                if !e.prefix.starts_with('/') {
+                    anyhow::bail!("source.etcd.prefix: {:?} must start with '/'", e.prefix);
+                }
+            }
+            other => anyhow::bail!(
+                "source.kind: {other:?} is not available in this build (manifests and etcd are)"
+            ),
         }
         self.interfaces
             .host
@@ -412,6 +429,25 @@ mod tests {
         assert_eq!(c.interfaces.host.linux_name, "vpp1");
         assert_eq!(c.nat.timeouts.tcp_established, 7440);
         assert_eq!(c.ipam.node_id, 1);
+    }
+
+    #[test]
+    fn etcd_source() {
+        let c = Config::parse(
+            "x",
+            "source: {kind: etcd, etcd: {endpoints: ['127.0.0.1:2379'], prefix: /t}}",
+        )
+        .unwrap();
+        assert_eq!(c.ipam.node_id, 0, "0 = allocate in etcd");
+        assert_eq!(c.source.etcd.prefix, "/t/");
+        let e = Config::parse("x", "source: {kind: etcd, etcd: {endpoints: []}}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("source.etcd.endpoints"), "{e}");
+        let e = Config::parse("x", "source: {kind: kube}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("source.kind"), "{e}");
     }
 
     #[test]

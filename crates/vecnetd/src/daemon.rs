@@ -4,7 +4,10 @@
 //! * the agent (this thread) owns the Kubernetes state, IPAM and pod attachments, renders the
 //!   desired data-plane configuration and performs the Linux side effects through netlink;
 //! * the control socket (one thread per connection) relays `vecnetctl` and `vecnet-cni`
-//!   requests to the agent.
+//!   requests to the agent;
+//! * with `source.kind: etcd`, the etcd source thread (`vecnet_agent::etcd::source`) feeds the
+//!   agent a snapshot and then watch events; the node ID is allocated in etcd first when
+//!   `ipam.nodeID` is 0 (docs/etcd.md).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -21,6 +24,8 @@ use vecnet_agent::cni::{
     code, CniError, CniInterface, CniIp, CniReply, CniRequest, CniResult, CniRoute, CNI_VERSION,
 };
 use vecnet_agent::control;
+use vecnet_agent::etcd::source::{SourceConfig, SourceEvent};
+use vecnet_agent::etcd::{self, IdClaim, Layout, NodeInfo};
 use vecnet_agent::ipam::{pod_macs, NodeIpam, PodAllocator, FIXED_POD_MAC};
 use vecnet_agent::model::{parse_manifests, ClusterState, Object};
 use vecnet_graph::Clock;
@@ -49,6 +54,8 @@ enum DpCmd {
     Apply(Box<DataplaneConfig>),
     AddTap(u32, Tap),
     RemoveTap(u32),
+    /// Deletes every NAT session with this address as client or backend (a pod went away).
+    PurgeAddress(Ipv4Addr),
     Cli(String, mpsc::Sender<Result<String, String>>),
     Stop,
 }
@@ -108,6 +115,12 @@ fn start_dataplane(cfg: &Config) -> Result<DataplaneHandle> {
                             drop(io.remove(sw));
                         }
                     }
+                    DpCmd::PurgeAddress(ip) => {
+                        let a = u32::from(ip);
+                        dp.worker.nat.sessions.purge(|s| {
+                            [s.outer.src, s.outer.dst, s.inner.src, s.inner.dst].contains(&a)
+                        });
+                    }
                     DpCmd::Cli(line, reply) => {
                         let _ = reply.send(dp.exec(&line).map_err(|e| e.to_string()));
                     }
@@ -157,6 +170,20 @@ struct Agent {
     dp: DataplaneHandle,
     warnings_seen: std::collections::BTreeSet<String>,
     ready: bool,
+    /// Every node known from etcd `nodeinfo` (this one included), by name.
+    nodes: BTreeMap<String, NodeInfo>,
+    /// etcd source state (`None` in manifests mode).
+    etcd: Option<EtcdStatus>,
+}
+
+/// What the agent knows about its etcd connection.
+#[derive(Debug, Clone, Default)]
+struct EtcdStatus {
+    connected: bool,
+    /// Revision of the last resync or change applied.
+    revision: i64,
+    resyncs: u64,
+    last_error: Option<String>,
 }
 
 fn in_host<T: Send>(host: &Option<PathBuf>, f: impl FnOnce() -> T + Send) -> Result<T> {
@@ -195,6 +222,8 @@ impl Agent {
             dp,
             warnings_seen: Default::default(),
             ready: false,
+            nodes: BTreeMap::new(),
+            etcd: (cfg.source.kind == "etcd").then(EtcdStatus::default),
             cfg,
         })
     }
@@ -302,6 +331,109 @@ impl Agent {
         true
     }
 
+    /// What this node publishes in etcd (`nodeinfo/<name>`).
+    fn node_info(&self) -> NodeInfo {
+        NodeInfo {
+            id: self.ipam.node_id,
+            name: self.cfg.node_name.clone(),
+            ip_addresses: vec![self.ipam.node_ip.to_string()],
+            management_ip_addresses: self.host_ips.iter().map(|ip| ip.to_string()).collect(),
+            vxlan_ip: self.ipam.bvi_ip.to_string(),
+        }
+    }
+
+    /// Applies one event of the etcd source; returns whether the objects changed (a render is
+    /// due).
+    fn on_source(&mut self, ev: SourceEvent) -> bool {
+        let st = self.etcd.get_or_insert_with(EtcdStatus::default);
+        match ev {
+            SourceEvent::Resync {
+                objects,
+                nodes,
+                revision,
+                errors,
+            } => {
+                let was_down = st.resyncs > 0 && !st.connected;
+                st.connected = true;
+                st.revision = revision;
+                st.resyncs += 1;
+                st.last_error = None;
+                let mut state = ClusterState::default();
+                let n = objects.len();
+                for o in objects {
+                    state.apply(o);
+                }
+                self.state = state;
+                self.nodes = nodes.into_iter().map(|n| (n.name.clone(), n)).collect();
+                for e in errors {
+                    tracing::warn!("etcd: object ignored: {e}");
+                }
+                if was_down {
+                    tracing::info!(
+                        revision,
+                        objects = n,
+                        nodes = self.nodes.len(),
+                        "etcd reachable again: resynced"
+                    );
+                } else {
+                    tracing::info!(
+                        revision,
+                        objects = n,
+                        nodes = self.nodes.len(),
+                        "etcd resync"
+                    );
+                }
+                true
+            }
+            SourceEvent::Put { object, revision } => {
+                st.revision = st.revision.max(revision);
+                tracing::debug!(kind = object.kind(), key = %object.key(), revision, "etcd: put");
+                self.state.apply(object);
+                true
+            }
+            SourceEvent::Delete {
+                kind,
+                key,
+                revision,
+            } => {
+                st.revision = st.revision.max(revision);
+                tracing::debug!(kind, key = %key, revision, "etcd: delete");
+                self.state.remove(kind, &key)
+            }
+            SourceEvent::NodePut(n) => {
+                if self.nodes.get(&n.name) != Some(&n) {
+                    tracing::info!(node = %n.name, id = n.id, ips = ?n.ip_addresses, "node joined or changed");
+                    self.nodes.insert(n.name.clone(), n);
+                }
+                false
+            }
+            SourceEvent::NodeDelete(name) => {
+                if self.nodes.remove(&name).is_some() {
+                    tracing::info!(node = %name, "node left");
+                }
+                false
+            }
+            SourceEvent::Invalid(e) => {
+                tracing::warn!("etcd: {e}");
+                false
+            }
+            SourceEvent::Disconnected { error, retry_in } => {
+                if st.connected || (st.resyncs == 0 && st.last_error.is_none()) {
+                    tracing::warn!(
+                        "etcd unreachable ({error}): the data plane keeps forwarding on the last state; retrying (next in {retry_in:?}, then every <= 3 s)"
+                    );
+                } else {
+                    tracing::debug!(
+                        "etcd still unreachable ({error}); next attempt in {retry_in:?}"
+                    );
+                }
+                st.connected = false;
+                st.last_error = Some(error);
+                false
+            }
+        }
+    }
+
     /// Renders the desired data-plane configuration and hands it to the data plane.
     fn render_and_apply(&mut self) -> Result<()> {
         let h = &self.cfg.interfaces.host;
@@ -396,6 +528,7 @@ impl Agent {
             }
             ("GET", "/v1/pods") => (200, "text/plain", self.show_pods()),
             ("GET", "/v1/ipam") => (200, "text/plain", self.show_ipam()),
+            ("GET", "/v1/nodes") => (200, "text/plain", self.show_nodes()),
             _ => (
                 404,
                 "text/plain",
@@ -423,11 +556,73 @@ impl Agent {
         out
     }
 
+    /// `vecnetctl nodes` (SYSTEM.md 10.1): every known node; in manifests mode only this one.
+    fn show_nodes(&self) -> String {
+        let mut nodes = self.nodes.clone();
+        nodes
+            .entry(self.cfg.node_name.clone())
+            .or_insert_with(|| self.node_info());
+        let mut rows: Vec<&NodeInfo> = nodes.values().collect();
+        rows.sort_by(|a, b| (a.id, &a.name).cmp(&(b.id, &b.name)));
+        let mut out = format!(
+            "{:<4} {:<20} {:<18} {:<18} {:<24} {}\n",
+            "ID", "NAME", "NODE-IP", "BVI-IP", "HOST-IPS", "STATE"
+        );
+        for n in rows {
+            let state = if n.name == self.cfg.node_name {
+                "this node"
+            } else {
+                "joined"
+            };
+            let host_ips = if n.management_ip_addresses.is_empty() {
+                "-".to_string()
+            } else {
+                n.management_ip_addresses.join(",")
+            };
+            out.push_str(&format!(
+                "{:<4} {:<20} {:<18} {:<18} {:<24} {}\n",
+                n.id,
+                n.name,
+                n.ip_addresses.first().map(String::as_str).unwrap_or("-"),
+                if n.vxlan_ip.is_empty() {
+                    "-"
+                } else {
+                    &n.vxlan_ip
+                },
+                host_ips,
+                state
+            ));
+        }
+        out
+    }
+
+    fn source_line(&self) -> String {
+        match &self.etcd {
+            None => format!("manifests {}", self.cfg.source.manifests.dir.display()),
+            Some(st) => {
+                let e = &self.cfg.source.etcd;
+                let state = if st.connected {
+                    format!("connected, revision {}", st.revision)
+                } else if let Some(err) = &st.last_error {
+                    format!("unreachable, keeping the last state: {err}")
+                } else {
+                    "connecting".to_string()
+                };
+                format!(
+                    "etcd {} prefix {} ({state})",
+                    e.endpoints.join(","),
+                    e.prefix
+                )
+            }
+        }
+    }
+
     fn show_ipam(&self) -> String {
         let i = &self.ipam;
         let mut out = String::new();
         out.push_str(&format!("Node ID:            {}\n", i.node_id));
         out.push_str(&format!("Node name:          {}\n", self.cfg.node_name));
+        out.push_str(&format!("State source:       {}\n", self.source_line()));
         out.push_str(&format!("Pod subnet:         {}\n", i.pod_subnet));
         out.push_str(&format!("Pod gateway:        {}\n", i.pod_gateway));
         out.push_str(&format!("NAT loopback:       {}\n", i.nat_loopback));
@@ -630,11 +825,126 @@ impl Agent {
         };
         self.dp.send(DpCmd::RemoveTap(a.sw_if_index()));
         self.alloc.release(key);
+        // SYSTEM.md 6.8: a deleted pod's sessions, as client or backend, go with it.
+        self.dp.send(DpCmd::PurgeAddress(a.ip));
         if let Err(e) = self.render_and_apply() {
             tracing::error!("re-render after DEL: {e:#}");
         }
         tracing::info!(pod = %a.pod_key, "pod detached");
     }
+}
+
+impl Agent {
+    /// Handles one message of the agent loop; returns whether a render is due.
+    fn dispatch(&mut self, msg: AgentMsg) -> bool {
+        match msg {
+            AgentMsg::Control(req, reply) => {
+                let r = self.handle(&req);
+                let _ = reply.send(r);
+                false
+            }
+            AgentMsg::Source(ev) => self.on_source(*ev),
+        }
+    }
+}
+
+/// Where the node ID allocated in etcd is remembered, for a start while etcd is down.
+fn saved_node_id_path(cfg: &Config) -> PathBuf {
+    cfg.data_dir.join("etcd-node-id.json")
+}
+
+/// The node ID from etcd (SYSTEM.md 1.4): this node's existing claim or the smallest free ID.
+/// While etcd cannot be reached it retries with back-off; after 5 s it starts with the ID
+/// remembered in `dataDir` from an earlier run, if any (the source re-checks the claim when
+/// etcd answers).
+fn etcd_node_id(cfg: &Config, stop: &AtomicBool) -> Result<u32> {
+    let e = &cfg.source.etcd;
+    let layout = Layout::new(&e.prefix);
+    let path = saved_node_id_path(cfg);
+    let saved = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<IdClaim>(&b).ok())
+        .filter(|c| c.name == cfg.node_name && c.id > 0);
+    let rt = etcd::runtime().context("etcd client runtime")?;
+    let start = Instant::now();
+    let mut backoff = Duration::from_millis(200);
+    let mut warned = false;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            bail!("stopped while waiting for etcd to allocate the node ID");
+        }
+        let r = rt.block_on(async {
+            let mut c = etcd::connect(&e.endpoints).await?;
+            etcd::allocate_node_id(&mut c, &layout, &cfg.node_name).await
+        });
+        match r {
+            Ok(id) => {
+                tracing::info!(node = %cfg.node_name, id, "node ID allocated in etcd");
+                let claim = IdClaim {
+                    id,
+                    name: cfg.node_name.clone(),
+                };
+                let _ = std::fs::create_dir_all(&cfg.data_dir);
+                if let Err(err) = std::fs::write(&path, serde_json::to_vec(&claim)?) {
+                    tracing::warn!(file = %path.display(), "cannot remember the node ID: {err}");
+                }
+                return Ok(id);
+            }
+            Err(etcd::EtcdError::Invalid(m)) => bail!("node ID allocation in etcd: {m}"),
+            Err(err) => {
+                if let Some(c) = &saved {
+                    if start.elapsed() >= Duration::from_secs(5) {
+                        tracing::warn!(id = c.id, file = %path.display(), "etcd unreachable ({err}): starting with the node ID of the last run");
+                        return Ok(c.id);
+                    }
+                }
+                if !warned {
+                    tracing::warn!(endpoints = ?e.endpoints, "etcd unreachable, waiting to allocate the node ID: {err}");
+                    warned = true;
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(3));
+            }
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct LeaveArgs {
+    /// Configuration file of the node (its `nodeName` and `source.etcd`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// `vecnetd leave`: an orderly leave of the cluster (SYSTEM.md 1.4): releases this node's ID
+/// claim and deletes its `nodeinfo`, so the ID can go to the next node that joins.
+pub fn leave(args: LeaveArgs) -> Result<()> {
+    let cfg = match &args.config {
+        Some(p) => Config::load(p)?,
+        None => Config::parse("(embedded defaults)", "{}")?,
+    };
+    if cfg.source.kind != "etcd" {
+        bail!(
+            "source.kind is {:?}: node IDs are only allocated in etcd mode",
+            cfg.source.kind
+        );
+    }
+    let e = &cfg.source.etcd;
+    let layout = Layout::new(&e.prefix);
+    let rt = etcd::runtime().context("etcd client runtime")?;
+    let released = rt
+        .block_on(async {
+            let mut c = etcd::connect(&e.endpoints).await?;
+            etcd::release_node(&mut c, &layout, &cfg.node_name).await
+        })
+        .map_err(|err| anyhow!("{err}"))?;
+    let _ = std::fs::remove_file(saved_node_id_path(&cfg));
+    if released.is_empty() {
+        println!("node {} held no node ID", cfg.node_name);
+    } else {
+        println!("node {} released node ID {:?}", cfg.node_name, released);
+    }
+    Ok(())
 }
 
 /// TAP offloads: checksum offload and TSO (GSO super-frames travel the graph as buffer chains)
@@ -678,8 +988,12 @@ fn object_values(state: &ClusterState) -> Vec<serde_json::Value> {
 
 /// A response: status, content type, body.
 type Response = (u16, &'static str, String);
-/// A request for the agent and where to send its response.
-type AgentMsg = (control::Request, mpsc::Sender<Response>);
+/// What the agent loop receives: a control request and where to send its response, or an
+/// event of the etcd source.
+enum AgentMsg {
+    Control(control::Request, mpsc::Sender<Response>),
+    Source(Box<SourceEvent>),
+}
 
 fn serve_connection(mut s: UnixStream, tx: &mpsc::Sender<AgentMsg>) {
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
@@ -691,7 +1005,7 @@ fn serve_connection(mut s: UnixStream, tx: &mpsc::Sender<AgentMsg>) {
         }
     };
     let (rtx, rrx) = mpsc::channel();
-    if tx.send((req, rtx)).is_err() {
+    if tx.send(AgentMsg::Control(req, rtx)).is_err() {
         let _ = control::write_response(&mut s, 503, "text/plain", "vecnetd is shutting down\n");
         return;
     }
@@ -712,7 +1026,7 @@ pub fn run(args: Args) -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let cfg = match &args.config {
+    let mut cfg = match &args.config {
         Some(p) => Config::load(p)?,
         None => Config::parse("(embedded defaults)", "{}")?,
     };
@@ -720,6 +1034,10 @@ pub fn run(args: Args) -> Result<()> {
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .context("installing signal handlers")?;
+    }
+    let etcd_mode = cfg.source.kind == "etcd";
+    if etcd_mode && cfg.ipam.node_id == 0 {
+        cfg.ipam.node_id = etcd_node_id(&cfg, &stop)?;
     }
     let socket = cfg.socket.clone();
     if let Some(dir) = socket.parent() {
@@ -732,12 +1050,28 @@ pub fn run(args: Args) -> Result<()> {
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
     let mut agent = Agent::new(cfg)?;
     agent.setup_host_link()?;
-    agent.rescan_manifests();
+    let (tx, rx) = mpsc::channel();
+    let mut source_thread = None;
+    if etcd_mode {
+        let e = &agent.cfg.source.etcd;
+        let scfg = SourceConfig {
+            endpoints: e.endpoints.clone(),
+            layout: Layout::new(&e.prefix),
+            node: agent.node_info(),
+        };
+        let stx = tx.clone();
+        source_thread = Some(
+            vecnet_agent::etcd::source::spawn(scfg, Arc::clone(&stop), move |ev| {
+                stx.send(AgentMsg::Source(Box::new(ev))).is_ok()
+            })
+            .context("starting the etcd source thread")?,
+        );
+    } else {
+        agent.rescan_manifests();
+    }
     agent.render_and_apply()?;
     agent.ready = true;
-    tracing::info!(socket = %socket.display(), node = %agent.cfg.node_name, "vecnetd ready");
-
-    let (tx, rx) = mpsc::channel();
+    tracing::info!(socket = %socket.display(), node = %agent.cfg.node_name, node_id = agent.ipam.node_id, source = %agent.source_line(), "vecnetd ready");
     listener.set_nonblocking(true)?;
     let stop2 = Arc::clone(&stop);
     let acceptor = std::thread::Builder::new()
@@ -765,15 +1099,25 @@ pub fn run(args: Args) -> Result<()> {
 
     let mut last_scan = Instant::now();
     while !stop.load(Ordering::Relaxed) {
+        let mut dirty = false;
         match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok((req, reply)) => {
-                let r = agent.handle(&req);
-                let _ = reply.send(r);
+            Ok(msg) => {
+                dirty |= agent.dispatch(msg);
+                // Coalesce a burst of source events into one render; control requests in
+                // between are answered in order.
+                while let Ok(msg) = rx.try_recv() {
+                    dirty |= agent.dispatch(msg);
+                }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        if last_scan.elapsed() >= Duration::from_secs(1) {
+        if dirty {
+            if let Err(e) = agent.render_and_apply() {
+                tracing::error!("render: {e:#}");
+            }
+        }
+        if !etcd_mode && last_scan.elapsed() >= Duration::from_secs(1) {
             last_scan = Instant::now();
             if agent.rescan_manifests() {
                 tracing::info!("manifests changed: re-rendering");
@@ -785,6 +1129,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     tracing::info!("shutting down");
     let _ = acceptor.join();
+    // The etcd source thread sees `stop` within 250 ms; it is not joined, so a request hanging
+    // on an unresponsive etcd never delays the orderly stop.
+    drop(rx);
+    drop(source_thread);
     let _ = std::fs::remove_file(&socket);
     // Closing the TAP fds removes the (non-persistent) TAPs, their addresses and routes.
     agent.dp.send(DpCmd::Stop);

@@ -8,6 +8,7 @@ mod bench;
 mod config;
 mod daemon;
 mod demo;
+mod reflect;
 mod simulate;
 
 #[derive(Parser)]
@@ -33,6 +34,11 @@ enum Command {
     /// The seed's flow for real, in namespaces of its own (root): curl from a pod to a Service
     /// whose endpoint is in the host network stack, with the trace.
     Demo(demo::Args),
+    /// The reflector (KSR role): keep the objects of a manifests directory in etcd, with
+    /// mark-and-sweep at start (docs/etcd.md).
+    Reflect(reflect::Args),
+    /// Leave the cluster: release this node's ID in etcd and delete its nodeinfo.
+    Leave(daemon::LeaveArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +48,8 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Run(a) => daemon::run(a),
         Command::Demo(a) => demo::run(a),
+        Command::Reflect(a) => reflect::run(a),
+        Command::Leave(a) => daemon::leave(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

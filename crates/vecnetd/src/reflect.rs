@@ -1,0 +1,190 @@
+//! `vecnetd reflect`: the reflector (Contiv's KSR role, SYSTEM.md 1.3; docs/etcd.md). It keeps
+//! `<prefix>k8s/` in etcd equal to the objects of a manifests directory: a full sync with
+//! mark-and-sweep at start (keys of objects that no longer exist are deleted), then the changes
+//! as the directory changes. A file that fails to parse keeps its previous objects (a typo never
+//! deletes a Service cluster-wide). etcd down: it retries with back-off and does a full sync
+//! when etcd answers again. The Kubernetes API feed comes later.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use vecnet_agent::etcd::reflector::{desired, Reflector};
+use vecnet_agent::etcd::{self, Layout};
+use vecnet_agent::model::{parse_manifests, Object};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Directory of `*.yaml`, `*.yml`, `*.json` manifests (multi-document YAML, `kind: List`).
+    #[arg(long)]
+    pub manifests: PathBuf,
+    /// etcd endpoints, `host:port` or `http://host:port`, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub etcd: Vec<String>,
+    /// Key prefix.
+    #[arg(long, default_value = "/vecnet/")]
+    pub prefix: String,
+    /// Sync once and exit (non-zero if etcd could not be written).
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// The objects of a manifests directory, re-read when a file changes.
+struct ManifestDir {
+    dir: PathBuf,
+    stamp: Vec<(PathBuf, SystemTime, u64)>,
+    objects: BTreeMap<PathBuf, Vec<Object>>,
+}
+
+impl ManifestDir {
+    fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            stamp: Vec::new(),
+            objects: BTreeMap::new(),
+        }
+    }
+
+    /// Re-reads the directory if a file was added, changed or removed; returns whether it did.
+    fn rescan(&mut self) -> bool {
+        let mut stamp = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                let p = e.path();
+                let ext = p.extension().and_then(|x| x.to_str()).unwrap_or("");
+                if !["yaml", "yml", "json"].contains(&ext) {
+                    continue;
+                }
+                if let Ok(m) = e.metadata() {
+                    stamp.push((p, m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
+                }
+            }
+        }
+        stamp.sort();
+        if stamp == self.stamp {
+            return false;
+        }
+        let mut objects = BTreeMap::new();
+        for (p, _, _) in &stamp {
+            match std::fs::read_to_string(p)
+                .map_err(|e| e.to_string())
+                .and_then(|t| parse_manifests(&t).map_err(|e| e.to_string()))
+            {
+                Ok(objs) => {
+                    objects.insert(p.clone(), objs);
+                }
+                Err(e) => {
+                    tracing::warn!(file = %p.display(), "manifest not loaded, keeping its previous objects: {e}");
+                    if let Some(prev) = self.objects.get(p) {
+                        objects.insert(p.clone(), prev.clone());
+                    }
+                }
+            }
+        }
+        self.stamp = stamp;
+        self.objects = objects;
+        true
+    }
+
+    fn all(&self) -> Vec<Object> {
+        self.objects.values().flatten().cloned().collect()
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    if !args.prefix.starts_with('/') {
+        anyhow::bail!("--prefix {:?} must start with '/'", args.prefix);
+    }
+    let layout = Layout::new(&args.prefix);
+    let rt = etcd::runtime().context("etcd client runtime")?;
+    let mut refl = rt
+        .block_on(Reflector::connect(&args.etcd, layout.clone()))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut dir = ManifestDir::new(&args.manifests);
+    tracing::info!(manifests = %args.manifests.display(), etcd = ?args.etcd, prefix = %layout.prefix(), "reflector started");
+
+    let mut pending = true;
+    let mut failing = false;
+    let mut backoff = Duration::from_millis(200);
+    let mut next_try = Instant::now();
+    let mut next_check = Instant::now() + Duration::from_secs(3);
+    while !stop.load(Ordering::Relaxed) {
+        if dir.rescan() {
+            pending = true;
+        }
+        let now = Instant::now();
+        if !pending && now >= next_check {
+            next_check = now + Duration::from_secs(3);
+            match rt.block_on(refl.check()) {
+                Ok(true) => {
+                    tracing::info!("etcd content differs from the last sync: full sync");
+                    pending = true;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!("etcd unreachable ({e}): retrying; a full sync follows");
+                        failing = true;
+                    }
+                    pending = true;
+                }
+            }
+        }
+        if pending && now >= next_try {
+            let objects = dir.all();
+            let want = desired(&layout, &objects);
+            match rt.block_on(refl.sync(&want)) {
+                Ok(st) => {
+                    if failing {
+                        tracing::info!("etcd reachable again");
+                        failing = false;
+                    }
+                    if st.put + st.deleted > 0 || args.once {
+                        tracing::info!(
+                            objects = want.len(),
+                            put = st.put,
+                            deleted = st.deleted,
+                            unchanged = st.unchanged,
+                            "synced to etcd"
+                        );
+                    }
+                    pending = false;
+                    backoff = Duration::from_millis(200);
+                    next_check = Instant::now() + Duration::from_secs(3);
+                }
+                Err(e) => {
+                    if args.once {
+                        anyhow::bail!("writing to etcd: {e}");
+                    }
+                    if !failing {
+                        tracing::warn!(
+                            "etcd unreachable ({e}): retrying with back-off; a full sync follows"
+                        );
+                        failing = true;
+                    }
+                    next_try = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(3));
+                }
+            }
+        }
+        if args.once && !pending {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
