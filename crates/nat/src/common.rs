@@ -3,12 +3,87 @@
 
 use std::fmt::Write;
 
-use vecnet_graph::{read_record, BufferMeta};
+use vecnet_graph::{read_record, BufferMeta, BufferPool, FRAME_SIZE};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::runtime::{Choice, NatState, NatTables};
-use crate::session::{CreateError, Dir, FlowKey, SessionKind};
-use crate::translate::{apply, Parsed, L4};
+use crate::session::{CreateError, Dir, FlowKey, SessionKind, SessionTable};
+use crate::translate::{apply, parse, Parsed, L4};
+
+/// Per-node scratch of the two-pass NAT loops (SYSTEM.md 11.1 rule 4), allocated once with the
+/// node: each packet's parse, key hash and candidate session.
+pub struct FrameScratch {
+    parsed: Vec<Option<Parsed>>,
+    hash: Vec<u64>,
+    candidate: Vec<u32>,
+}
+
+impl Default for FrameScratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FrameScratch {
+    pub fn new() -> Self {
+        Self {
+            parsed: vec![None; FRAME_SIZE],
+            hash: vec![0; FRAME_SIZE],
+            candidate: vec![u32::MAX; FRAME_SIZE],
+        }
+    }
+
+    /// The first passes over a frame, before any packet is handled: parse every packet (its IPv4
+    /// header `l3_offset` bytes into the buffer's data), hash its key and prefetch its index
+    /// bucket; then, buckets in cache, pick each key's candidate session and prefetch it. The
+    /// packets are then handled in order with [`Self::get`] and
+    /// [`SessionTable::lookup_hashed`], which verifies the candidates (a packet handled earlier in
+    /// the frame may have created or deleted sessions).
+    #[inline]
+    pub fn prepare(
+        &mut self,
+        pool: &BufferPool,
+        frame: &[u32],
+        sessions: &SessionTable,
+        l3_offset: usize,
+    ) {
+        if frame.len() > self.parsed.len() {
+            // Frames are at most FRAME_SIZE packets; never taken by the dispatcher.
+            self.parsed.resize(frame.len(), None);
+            self.hash.resize(frame.len(), 0);
+            self.candidate.resize(frame.len(), u32::MAX);
+        }
+        let parsed = &mut self.parsed[..frame.len()];
+        let hash = &mut self.hash[..frame.len()];
+        for ((&bi, p), h) in frame.iter().zip(parsed.iter_mut()).zip(hash.iter_mut()) {
+            *p = pool.data(bi).get(l3_offset..).and_then(parse);
+            *h = match p {
+                Some(p) => sessions.hash(&p.key),
+                None => 0,
+            };
+        }
+        // A tight loop, so that many bucket loads (and their TLB walks) are in flight at once.
+        for &h in hash.iter() {
+            sessions.prefetch(h);
+        }
+        let candidate = &mut self.candidate[..frame.len()];
+        for ((c, p), &h) in candidate.iter_mut().zip(parsed.iter()).zip(hash.iter()) {
+            *c = match p {
+                Some(_) => sessions.candidate(h),
+                None => u32::MAX,
+            };
+        }
+    }
+
+    /// Packet `k` of the frame given to [`Self::prepare`]: its parse (`None`: truncated or not
+    /// IPv4), key hash and candidate session.
+    #[inline]
+    pub fn get(&self, k: usize) -> Option<(&Parsed, u64, u32)> {
+        self.parsed[k]
+            .as_ref()
+            .map(|p| (p, self.hash[k], self.candidate[k]))
+    }
+}
 
 /// The trace record of every NAT44 node.
 #[derive(Debug, Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]

@@ -6,10 +6,9 @@
 use vecnet_graph::{FormatContext, Node, NodeCtx, RX};
 use vecnet_nodes::icmp_error::{set_icmp_error, ICMP_TIME_EXCEEDED};
 
-use crate::common::{format_nat_trace, hit, NatTrace};
+use crate::common::{format_nat_trace, hit, FrameScratch, NatTrace};
 use crate::runtime::NatRuntime;
 use crate::session::SessionKind;
-use crate::translate::parse;
 
 pub(crate) const NEXT_LOOKUP: u16 = 0;
 pub(crate) const NEXT_ICMP_ERROR: u16 = 2;
@@ -26,7 +25,16 @@ pub(crate) const IN2OUT_NEXTS: [&str; 5] = [
 const ERR_PROCESSED: u16 = 0;
 const ERR_TTL: u16 = 1;
 
-pub struct Nat44In2Out;
+#[derive(Default)]
+pub struct Nat44In2Out {
+    scratch: FrameScratch,
+}
+
+impl Nat44In2Out {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
 
 impl<R: NatRuntime> Node<R> for Nat44In2Out {
     fn name(&self) -> &str {
@@ -47,7 +55,11 @@ impl<R: NatRuntime> Node<R> for Nat44In2Out {
     fn process(&mut self, rt: &mut R, ctx: &mut NodeCtx<'_>, frame: &[u32], nexts: &mut [u16]) {
         let (_, t, st) = rt.nat();
         let timeouts = t.config.timeouts;
-        for (&bi, next) in frame.iter().zip(nexts.iter_mut()) {
+        let sc = &mut self.scratch;
+        sc.prepare(ctx.pool, frame, &st.sessions, 0);
+        // Counted once per frame.
+        let mut processed = 0u64;
+        for (k, (&bi, next)) in frame.iter().zip(nexts.iter_mut()).enumerate() {
             let now = ctx.now_ns;
             let (m, ip) = ctx.pool.get_mut(bi);
             let rx = m.sw_if_index[RX];
@@ -57,17 +69,17 @@ impl<R: NatRuntime> Node<R> for Nat44In2Out {
                 set_icmp_error(m, ICMP_TIME_EXCEEDED, 0, 0);
                 ctx.count(ERR_TTL, 1);
                 *next = NEXT_ICMP_ERROR;
-            } else if let Some(p) = parse(ip) {
-                if let Some((i, dir)) = st.sessions.lookup(&p.key, now, &timeouts) {
+            } else if let Some((p, h, cand)) = sc.get(k) {
+                if let Some((i, dir)) = st.sessions.lookup_hashed(&p.key, h, cand, now, &timeouts) {
                     let plain = st
                         .sessions
                         .get(i)
                         .is_some_and(|s| s.kind != SessionKind::LoadBalanced && !s.twice_nat);
                     if plain {
-                        hit(st, i, dir, ip, &p, m, now);
+                        hit(st, i, dir, ip, p, m, now);
                         session = i;
                         *next = NEXT_LOOKUP;
-                        ctx.count(ERR_PROCESSED, 1);
+                        processed += 1;
                     }
                 }
             }
@@ -77,6 +89,7 @@ impl<R: NatRuntime> Node<R> for Nat44In2Out {
                 session,
             });
         }
+        ctx.count(ERR_PROCESSED, processed);
     }
 
     fn format_trace(&self, data: &[u8], _: &dyn FormatContext, out: &mut String) {

@@ -7,10 +7,9 @@
 use vecnet_graph::{FormatContext, Node, NodeCtx, RX, TX};
 use vecnet_nodes::common::{drop_with, feature_next};
 
-use crate::common::{format_nat_trace, hit, NatTrace};
+use crate::common::{format_nat_trace, hit, FrameScratch, NatTrace};
 use crate::runtime::NatRuntime;
 use crate::session::{CreateError, Dir, FlowKey, SessionKind};
-use crate::translate::parse;
 
 const NEXT_DROP: u16 = 1;
 const NEXT_SLOW_PATH: u16 = 3;
@@ -32,6 +31,16 @@ const ERR_OUT_OF_PORTS: u16 = 2;
 /// `slow`: the slow-path node.
 pub struct Nat44In2OutOutput {
     pub slow: bool,
+    scratch: FrameScratch,
+}
+
+impl Nat44In2OutOutput {
+    pub fn new(slow: bool) -> Self {
+        Self {
+            slow,
+            scratch: FrameScratch::new(),
+        }
+    }
 }
 
 impl<R: NatRuntime> Node<R> for Nat44In2OutOutput {
@@ -58,7 +67,11 @@ impl<R: NatRuntime> Node<R> for Nat44In2OutOutput {
     fn process(&mut self, rt: &mut R, ctx: &mut NodeCtx<'_>, frame: &[u32], nexts: &mut [u16]) {
         let (l3, t, st) = rt.nat();
         let timeouts = t.config.timeouts;
-        for (&bi, next) in frame.iter().zip(nexts.iter_mut()) {
+        let sc = &mut self.scratch;
+        sc.prepare(ctx.pool, frame, &st.sessions, L2);
+        // Counted once per frame.
+        let mut processed = 0u64;
+        for (k, (&bi, next)) in frame.iter().zip(nexts.iter_mut()).enumerate() {
             let now = ctx.now_ns;
             let (m, frame_bytes) = ctx.pool.get_mut(bi);
             let (rx, tx, pos) = (
@@ -70,18 +83,18 @@ impl<R: NatRuntime> Node<R> for Nat44In2OutOutput {
             let mut out = true;
             let parsed = frame_bytes
                 .get_mut(L2..)
-                .and_then(|ip| parse(ip).map(|p| (ip, p)));
-            if let Some((ip, p)) = parsed {
-                match st.sessions.lookup(&p.key, now, &timeouts) {
+                .and_then(|ip| sc.get(k).map(|x| (ip, x)));
+            if let Some((ip, (p, h, cand))) = parsed {
+                match st.sessions.lookup_hashed(&p.key, h, cand, now, &timeouts) {
                     Some((i, dir)) => {
                         let plain = st
                             .sessions
                             .get(i)
                             .is_some_and(|s| s.kind != SessionKind::LoadBalanced);
                         if plain || self.slow {
-                            hit(st, i, dir, ip, &p, m, now);
+                            hit(st, i, dir, ip, p, m, now);
                             session = i;
-                            ctx.count(ERR_PROCESSED, 1);
+                            processed += 1;
                         } else {
                             out = false;
                         }
@@ -107,9 +120,9 @@ impl<R: NatRuntime> Node<R> for Nat44In2OutOutput {
                         };
                         match created {
                             Ok(i) => {
-                                hit(st, i, Dir::Forward, ip, &p, m, now);
+                                hit(st, i, Dir::Forward, ip, p, m, now);
                                 session = i;
-                                ctx.count(ERR_PROCESSED, 1);
+                                processed += 1;
                             }
                             Err(e) => {
                                 let err = if e == CreateError::Full {
@@ -144,6 +157,7 @@ impl<R: NatRuntime> Node<R> for Nat44In2OutOutput {
                 session,
             });
         }
+        ctx.count(ERR_PROCESSED, processed);
     }
 
     fn format_trace(&self, data: &[u8], _: &dyn FormatContext, out: &mut String) {

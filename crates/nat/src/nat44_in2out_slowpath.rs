@@ -4,14 +4,22 @@
 
 use vecnet_graph::{FormatContext, Node, NodeCtx, RX};
 
-use crate::common::{format_nat_trace, hit, NatTrace};
+use crate::common::{format_nat_trace, hit, FrameScratch, NatTrace};
 use crate::nat44_in2out::{IN2OUT_NEXTS, NEXT_LOOKUP};
 use crate::runtime::NatRuntime;
-use crate::translate::parse;
 
 const ERR_PROCESSED: u16 = 0;
 
-pub struct Nat44In2OutSlowPath;
+#[derive(Default)]
+pub struct Nat44In2OutSlowPath {
+    scratch: FrameScratch,
+}
+
+impl Nat44In2OutSlowPath {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
 
 impl<R: NatRuntime> Node<R> for Nat44In2OutSlowPath {
     fn name(&self) -> &str {
@@ -29,16 +37,20 @@ impl<R: NatRuntime> Node<R> for Nat44In2OutSlowPath {
     fn process(&mut self, rt: &mut R, ctx: &mut NodeCtx<'_>, frame: &[u32], nexts: &mut [u16]) {
         let (_, t, st) = rt.nat();
         let timeouts = t.config.timeouts;
-        for (&bi, next) in frame.iter().zip(nexts.iter_mut()) {
+        let sc = &mut self.scratch;
+        sc.prepare(ctx.pool, frame, &st.sessions, 0);
+        // Counted once per frame.
+        let mut processed = 0u64;
+        for (k, (&bi, next)) in frame.iter().zip(nexts.iter_mut()).enumerate() {
             let now = ctx.now_ns;
             let (m, ip) = ctx.pool.get_mut(bi);
             let rx = m.sw_if_index[RX];
             let mut session = u32::MAX;
-            if let Some(p) = parse(ip) {
-                if let Some((i, dir)) = st.sessions.lookup(&p.key, now, &timeouts) {
-                    hit(st, i, dir, ip, &p, m, now);
+            if let Some((p, h, cand)) = sc.get(k) {
+                if let Some((i, dir)) = st.sessions.lookup_hashed(&p.key, h, cand, now, &timeouts) {
+                    hit(st, i, dir, ip, p, m, now);
                     session = i;
-                    ctx.count(ERR_PROCESSED, 1);
+                    processed += 1;
                 }
             }
             *next = NEXT_LOOKUP;
@@ -48,6 +60,7 @@ impl<R: NatRuntime> Node<R> for Nat44In2OutSlowPath {
                 session,
             });
         }
+        ctx.count(ERR_PROCESSED, processed);
     }
 
     fn format_trace(&self, data: &[u8], _: &dyn FormatContext, out: &mut String) {

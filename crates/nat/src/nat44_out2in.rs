@@ -7,10 +7,12 @@ use vecnet_nodes::common::drop_with;
 use vecnet_nodes::icmp_error::{set_icmp_error, CODE_PORT_UNREACH, ICMP_DEST_UNREACH};
 use vecnet_nodes::InterfaceKind;
 
-use crate::common::{create_for_mapping, format_nat_trace, hit, MappingOutcome, NatTrace};
+use crate::common::{
+    create_for_mapping, format_nat_trace, hit, FrameScratch, MappingOutcome, NatTrace,
+};
 use crate::runtime::NatRuntime;
 use crate::session::{Dir, SessionKind};
-use crate::translate::{parse, L4};
+use crate::translate::L4;
 
 const NEXT_DROP: u16 = 0;
 const NEXT_LOOKUP: u16 = 1;
@@ -24,7 +26,16 @@ const ERR_OUT_OF_PORTS: u16 = 4;
 const ERR_COLLISION: u16 = 5;
 const ERR_TRUNCATED: u16 = 6;
 
-pub struct Nat44Out2In;
+#[derive(Default)]
+pub struct Nat44Out2In {
+    scratch: FrameScratch,
+}
+
+impl Nat44Out2In {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
 
 impl<R: NatRuntime> Node<R> for Nat44Out2In {
     fn name(&self) -> &str {
@@ -57,32 +68,36 @@ impl<R: NatRuntime> Node<R> for Nat44Out2In {
     fn process(&mut self, rt: &mut R, ctx: &mut NodeCtx<'_>, frame: &[u32], nexts: &mut [u16]) {
         let (l3, t, st) = rt.nat();
         let timeouts = t.config.timeouts;
-        for (&bi, next) in frame.iter().zip(nexts.iter_mut()) {
+        let sc = &mut self.scratch;
+        sc.prepare(ctx.pool, frame, &st.sessions, 0);
+        // Counted once per frame.
+        let mut processed = 0u64;
+        for (k, (&bi, next)) in frame.iter().zip(nexts.iter_mut()).enumerate() {
             let now = ctx.now_ns;
             let (m, ip) = ctx.pool.get_mut(bi);
             let rx = m.sw_if_index[RX];
             let mut session = u32::MAX;
-            let Some(p) = parse(ip) else {
+            let Some((p, h, cand)) = sc.get(k) else {
                 *next = drop_with(ctx, bi, ERR_TRUNCATED, NEXT_DROP);
                 trace(ctx, bi, rx, *next, session);
                 continue;
             };
             *next = NEXT_LOOKUP;
-            if let Some((i, dir)) = st.sessions.lookup(&p.key, now, &timeouts) {
-                hit(st, i, dir, ip, &p, m, now);
+            if let Some((i, dir)) = st.sessions.lookup_hashed(&p.key, h, cand, now, &timeouts) {
+                hit(st, i, dir, ip, p, m, now);
                 session = i;
-                ctx.count(ERR_PROCESSED, 1);
+                processed += 1;
             } else if p.l4 == L4::Fragment || matches!(p.l4, L4::IcmpError { .. }) {
                 // Nothing to create for these: forwarded untranslated.
             } else if let Some(mi) = t.mapping_for(p.key.dst, p.key.dport, p.key.proto) {
                 let control = l3
                     .interface(rx)
                     .is_some_and(|i| i.kind == InterfaceKind::Host);
-                match create_for_mapping(st, t, mi, &p, control, now) {
+                match create_for_mapping(st, t, mi, p, control, now) {
                     MappingOutcome::Session(i) => {
-                        hit(st, i, Dir::Forward, ip, &p, m, now);
+                        hit(st, i, Dir::Forward, ip, p, m, now);
                         session = i;
-                        ctx.count(ERR_PROCESSED, 1);
+                        processed += 1;
                     }
                     MappingOutcome::Reject => {
                         set_icmp_error(m, ICMP_DEST_UNREACH, CODE_PORT_UNREACH, 0);
@@ -114,7 +129,7 @@ impl<R: NatRuntime> Node<R> for Nat44Out2In {
                     &timeouts,
                 ) {
                     Ok(i) => {
-                        hit(st, i, Dir::Forward, ip, &p, m, now);
+                        hit(st, i, Dir::Forward, ip, p, m, now);
                         session = i;
                     }
                     Err(_) => *next = drop_with(ctx, bi, ERR_MAX_SESSIONS, NEXT_DROP),
@@ -122,6 +137,7 @@ impl<R: NatRuntime> Node<R> for Nat44Out2In {
             }
             trace(ctx, bi, rx, *next, session);
         }
+        ctx.count(ERR_PROCESSED, processed);
     }
 
     fn format_trace(&self, data: &[u8], _: &dyn FormatContext, out: &mut String) {

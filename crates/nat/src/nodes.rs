@@ -13,16 +13,16 @@ use crate::runtime::NatRuntime;
 pub fn input_nodes<R: NatRuntime + 'static>() -> Vec<Box<dyn Node<R>>> {
     vec![
         Box::new(Nat44Classify),
-        Box::new(Nat44Out2In),
-        Box::new(Nat44In2Out),
-        Box::new(Nat44In2OutSlowPath),
+        Box::new(Nat44Out2In::new()),
+        Box::new(Nat44In2Out::new()),
+        Box::new(Nat44In2OutSlowPath::new()),
     ]
 }
 
 /// Output-arc nodes (`ip4-output`), registered after `ip4-rewrite`.
 pub fn output_nodes<R: NatRuntime + 'static>() -> Vec<Box<dyn Node<R>>> {
     vec![
-        Box::new(Nat44In2OutOutput { slow: false }),
-        Box::new(Nat44In2OutOutput { slow: true }),
+        Box::new(Nat44In2OutOutput::new(false)),
+        Box::new(Nat44In2OutOutput::new(true)),
     ]
 }

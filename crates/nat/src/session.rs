@@ -1,17 +1,26 @@
-//! The NAT44 session table of one worker: both directions of every flow in one hash table, a
+//! The NAT44 session table of one worker: both directions of every flow in one hash index, a
 //! pre-sized session pool, per-class LRU lists for expiry inside the data plane (SYSTEM.md 6.9),
 //! a TCP state machine, bounded size with a reserve for control traffic.
+//!
+//! Lookups are built for vectors (SYSTEM.md 11.1): a node hashes every key of its frame first
+//! ([`SessionTable::hash`]) and prefetches the index bucket ([`SessionTable::prefetch`]), then asks
+//! for a candidate session and prefetches it ([`SessionTable::candidate`]), and only then looks up
+//! for real ([`SessionTable::lookup_hashed`]), so the cache misses of a frame overlap. The index
+//! ([`FlowIndex`]) is one cache line per bucket and maps a key's hash to `session | dir << 31`;
+//! the session's own keys confirm a match. A session is two cache lines: a hit reads both.
 
+use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
 
 use foldhash::fast::FixedState;
-use hashbrown::HashMap;
 use vecnet_wire::checksum::Delta;
 
 use crate::config::{NatTimeouts, Proto};
+use crate::flow_index::{advise_huge_pages, prefetch, FlowIndex};
 
 /// A 5-tuple as seen on the wire (host-order addresses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(C)]
 pub struct FlowKey {
     pub src: u32,
     pub dst: u32,
@@ -43,6 +52,7 @@ pub enum Dir {
 
 /// What kind of translation made the session (for `show` and for the fast/slow path split).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum SessionKind {
     /// Load-balanced static mapping (a Service); found only in the slow path on the inside.
     LoadBalanced,
@@ -54,6 +64,7 @@ pub enum SessionKind {
 
 /// Expiry class; one LRU list each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Class {
     TcpTransitory = 0,
     Udp = 1,
@@ -73,6 +84,10 @@ const FREE_ORDER: [Class; CLASSES] = [
 ];
 
 const NONE: u32 = u32::MAX;
+/// Index values are `session | DIR_REVERSE` for the reply direction.
+const DIR_REVERSE: u32 = 1 << 31;
+/// Largest table: session numbers must leave the direction bit free.
+const MAX_SESSIONS: u32 = DIR_REVERSE - 1;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
 const TCP_FIN: u8 = 0x01;
@@ -80,6 +95,7 @@ const TCP_RST: u8 = 0x04;
 
 /// Precomputed rewrite of one direction: the addresses and ports to write and checksum deltas.
 #[derive(Debug, Clone, Copy, Default)]
+#[repr(C)]
 pub struct Rewrite {
     pub src: u32,
     pub dst: u32,
@@ -89,8 +105,6 @@ pub struct Rewrite {
     pub ip: Delta,
     /// L4 checksum delta (pseudo-header addresses and ports).
     pub l4: Delta,
-    /// Partial-checksum delta (addresses only: ports are inside the summed range).
-    pub partial: Delta,
 }
 
 impl Rewrite {
@@ -105,40 +119,54 @@ impl Rewrite {
             dport: to.dport,
             ip,
             l4: ip.combine(ports),
-            partial: ip,
         }
+    }
+
+    /// Partial-checksum delta (a NEEDS_CSUM seed covers the pseudo-header addresses only: the
+    /// ports are inside the range the device sums), i.e. the address delta.
+    #[inline]
+    pub fn partial(&self) -> Delta {
+        self.ip
     }
 }
 
+/// One session: 128 bytes, two cache lines, both read by a hit. The first line holds what every
+/// packet compares or writes (keys, timestamps, counters), the second the rewrites, the state and
+/// the LRU links.
 #[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
 pub struct Session {
     /// The flow as its first packet arrived (client → external address).
     pub outer: FlowKey,
     /// The same packet after translation (client' → backend).
     pub inner: FlowKey,
-    pub kind: SessionKind,
-    /// Source translated too (twice-NAT, hairpin).
-    pub twice_nat: bool,
+    pub last_heard_ns: u64,
+    /// When the session was last moved to its LRU tail (at most once per second).
+    pub lru_touch_ns: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    // Second cache line.
     pub fwd: Rewrite,
     pub rev: Rewrite,
     /// Index of the static mapping that made it, `u32::MAX` if none.
     pub mapping: u32,
     pub vrf: u32,
-    /// Counts against the control reserve.
-    pub control: bool,
-    pub last_heard_ns: u64,
-    /// When the session was last moved to its LRU tail (at most once per second).
-    pub lru_touch_ns: u64,
+    prev: u32,
+    next: u32,
+    pub kind: SessionKind,
+    /// Source translated too (twice-NAT, hairpin).
+    pub twice_nat: bool,
     pub class: Class,
     /// TCP flags seen since the last (re)open, per direction.
     pub tcp_seen: [u8; 2],
     pub tcp_established: bool,
-    pub packets: u64,
-    pub bytes: u64,
-    prev: u32,
-    next: u32,
+    /// Counts against the control reserve.
+    pub control: bool,
     in_use: bool,
 }
+
+const _: () = assert!(std::mem::size_of::<Session>() == 128);
+const _: () = assert!(std::mem::offset_of!(Session, fwd) == 64);
 
 impl Session {
     pub fn timeout_s(&self, t: &NatTimeouts) -> u32 {
@@ -184,7 +212,9 @@ pub struct SessionCounters {
 pub struct SessionTable {
     sessions: Vec<Session>,
     free: Vec<u32>,
-    index: HashMap<FlowKey, (u32, Dir), FixedState>,
+    /// Both keys of every live session → `session | dir`.
+    index: FlowIndex,
+    hasher: FixedState,
     lru_head: [u32; CLASSES],
     lru_tail: [u32; CLASSES],
     count: u32,
@@ -202,16 +232,40 @@ impl std::fmt::Debug for SessionTable {
     }
 }
 
+#[inline]
+fn index_value(i: u32, dir: Dir) -> u32 {
+    match dir {
+        Dir::Forward => i,
+        Dir::Reverse => i | DIR_REVERSE,
+    }
+}
+
+#[inline]
+fn from_index_value(v: u32) -> (u32, Dir) {
+    if v & DIR_REVERSE == 0 {
+        (v, Dir::Forward)
+    } else {
+        (v & !DIR_REVERSE, Dir::Reverse)
+    }
+}
+
 impl SessionTable {
     /// A table for `max` sessions; `reserved_pct` percent are kept for control traffic.
-    /// Capacity is reserved now so that creating sessions never reallocates.
+    /// Everything is sized now so that creating sessions never allocates or rehashes: the session
+    /// pool (128 bytes a session) is address space until sessions use it, the index (32 bytes a
+    /// session) is faulted in now.
     pub fn new(max: u32, reserved_pct: u8, seed: u64) -> Self {
-        let max = max.max(1);
+        let max = max.clamp(1, MAX_SESSIONS);
+        let sessions: Vec<Session> = Vec::with_capacity(max as usize);
+        advise_huge_pages(
+            sessions.as_ptr() as usize,
+            sessions.capacity() * std::mem::size_of::<Session>(),
+        );
         Self {
-            // Address space only: pages are touched as sessions are created.
-            sessions: Vec::with_capacity(max as usize),
+            sessions,
             free: Vec::with_capacity(max as usize),
-            index: HashMap::with_capacity_and_hasher(2 * max as usize, FixedState::with_seed(seed)),
+            index: FlowIndex::with_capacity(2 * max as usize),
+            hasher: FixedState::with_seed(seed),
             lru_head: [NONE; CLASSES],
             lru_tail: [NONE; CLASSES],
             count: 0,
@@ -238,15 +292,83 @@ impl SessionTable {
         self.sessions.get(index as usize).filter(|s| s.in_use)
     }
 
+    /// The (seeded) hash of a key, for [`Self::prefetch`], [`Self::candidate`] and
+    /// [`Self::lookup_hashed`].
+    #[inline]
+    pub fn hash(&self, key: &FlowKey) -> u64 {
+        let a = (u64::from(key.src) << 32) | u64::from(key.dst);
+        let b = (u64::from(key.sport) << 24) | (u64::from(key.dport) << 8) | u64::from(key.proto);
+        self.hasher.hash_one((a, b))
+    }
+
+    /// Starts loading the index bucket of hash `h` (first pass over a frame).
+    #[inline]
+    pub fn prefetch(&self, h: u64) {
+        self.index.prefetch(h);
+    }
+
+    /// A candidate for the key of hash `h` from its (prefetched) index bucket, whose session is
+    /// now being loaded; `u32::MAX` if there is none. Only a hint for
+    /// [`Self::lookup_hashed`], which verifies it (second pass over a frame).
+    #[inline]
+    pub fn candidate(&self, h: u64) -> u32 {
+        match self.index.candidate(h) {
+            Some(v) => {
+                let s = self
+                    .sessions
+                    .as_ptr()
+                    .wrapping_add((v & !DIR_REVERSE) as usize);
+                prefetch(s);
+                prefetch(s.cast::<u8>().wrapping_add(64));
+                v
+            }
+            None => NONE,
+        }
+    }
+
+    /// Whether index value `v` is a live session whose key in its direction is `key`.
+    #[inline]
+    fn is_key(&self, v: u32, key: &FlowKey) -> bool {
+        let (i, dir) = from_index_value(v);
+        match self.sessions.get(i as usize) {
+            Some(s) if s.in_use => match dir {
+                Dir::Forward => s.outer == *key,
+                Dir::Reverse => s.inner.reversed() == *key,
+            },
+            _ => false,
+        }
+    }
+
+    #[inline]
+    fn find(&self, key: &FlowKey, h: u64) -> Option<u32> {
+        self.index.find(h, |v| self.is_key(v, key))
+    }
+
     /// Finds the session of a packet's 5-tuple; an expired one is deleted and not returned.
     #[inline]
     pub fn lookup(&mut self, key: &FlowKey, now_ns: u64, t: &NatTimeouts) -> Option<(u32, Dir)> {
-        let &(i, dir) = self.index.get(key)?;
-        let expired = self
-            .sessions
-            .get(i as usize)
-            .is_some_and(|s| s.expired(now_ns, t));
-        if expired {
+        let h = self.hash(key);
+        self.lookup_hashed(key, h, NONE, now_ns, t)
+    }
+
+    /// [`Self::lookup`] with the key's hash `h` computed already and `candidate` from
+    /// [`Self::candidate`] (or `u32::MAX`): a verified candidate skips the index.
+    #[inline]
+    pub fn lookup_hashed(
+        &mut self,
+        key: &FlowKey,
+        h: u64,
+        candidate: u32,
+        now_ns: u64,
+        t: &NatTimeouts,
+    ) -> Option<(u32, Dir)> {
+        let v = if candidate != NONE && self.is_key(candidate, key) {
+            candidate
+        } else {
+            self.find(key, h)?
+        };
+        let (i, dir) = from_index_value(v);
+        if self.sessions[i as usize].expired(now_ns, t) {
             self.delete(i);
             self.counters.expired += 1;
             return None;
@@ -256,7 +378,7 @@ impl SessionTable {
 
     /// Whether `key` is in use by any live session direction.
     pub fn key_in_use(&self, key: &FlowKey) -> bool {
-        self.index.contains_key(key)
+        self.find(key, self.hash(key)).is_some()
     }
 
     /// Creates a session for `outer` translated to `inner`.
@@ -273,7 +395,11 @@ impl SessionTable {
         t: &NatTimeouts,
     ) -> Result<u32, CreateError> {
         let rev_key = inner.reversed();
-        if self.index.contains_key(&outer) || self.index.contains_key(&rev_key) {
+        let (h_out, h_rev) = (self.hash(&outer), self.hash(&rev_key));
+        // The reply key's bucket is usually cold: start loading it while the outer key (whose
+        // bucket the node prefetched) is checked.
+        self.index.prefetch(h_rev);
+        if self.find(&outer, h_out).is_some() || self.find(&rev_key, h_rev).is_some() {
             return Err(CreateError::Collision);
         }
         self.make_room(control, now_ns, t)?;
@@ -286,22 +412,22 @@ impl SessionTable {
         let s = Session {
             outer,
             inner,
-            kind,
-            twice_nat,
+            last_heard_ns: now_ns,
+            lru_touch_ns: now_ns,
+            packets: 0,
+            bytes: 0,
             fwd: Rewrite::between(outer, inner),
             rev: Rewrite::between(rev_key, outer.reversed()),
             mapping,
             vrf: 0,
-            control,
-            last_heard_ns: now_ns,
-            lru_touch_ns: now_ns,
+            prev: NONE,
+            next: NONE,
+            kind,
+            twice_nat,
             class,
             tcp_seen: [0; 2],
             tcp_established: false,
-            packets: 0,
-            bytes: 0,
-            prev: NONE,
-            next: NONE,
+            control,
             in_use: true,
         };
         let i = match self.free.pop() {
@@ -317,8 +443,19 @@ impl SessionTable {
                 (self.sessions.len() - 1) as u32
             }
         };
-        self.index.insert(outer, (i, Dir::Forward));
-        self.index.insert(rev_key, (i, Dir::Reverse));
+        // A flow that is its own reply (same address and port on both ends) has one key: it
+        // finds the session in the reply direction.
+        let fwd_ok = outer == rev_key || self.index.insert(h_out, i).is_ok();
+        if !fwd_ok || self.index.insert(h_rev, i | DIR_REVERSE).is_err() {
+            // Not reachable at the sized capacity; undo rather than corrupt the table.
+            if fwd_ok && outer != rev_key {
+                self.index.remove(h_out, i);
+            }
+            self.sessions[i as usize].in_use = false;
+            self.free.push(i);
+            self.counters.refused_full += 1;
+            return Err(CreateError::Full);
+        }
         self.lru_push_tail(i);
         self.count += 1;
         self.counters.created += 1;
@@ -405,15 +542,17 @@ impl SessionTable {
 
     /// Deletes session `i` (both directions).
     pub fn delete(&mut self, i: u32) {
-        let Some(s) = self.sessions.get(i as usize).copied() else {
+        let Some(s) = self.sessions.get(i as usize) else {
             return;
         };
         if !s.in_use {
             return;
         }
+        let (outer, rev_key) = (s.outer, s.inner.reversed());
         self.lru_unlink(i);
-        self.index.remove(&s.outer);
-        self.index.remove(&s.inner.reversed());
+        let (h_out, h_rev) = (self.hash(&outer), self.hash(&rev_key));
+        self.index.remove(h_out, index_value(i, Dir::Forward));
+        self.index.remove(h_rev, index_value(i, Dir::Reverse));
         self.sessions[i as usize].in_use = false;
         self.free.push(i);
         self.count -= 1;
@@ -656,6 +795,188 @@ mod tests {
         );
         assert_eq!(t.purge(|s| s.mapping == 7), 1);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn stale_candidates_are_verified() {
+        let mut t = SessionTable::new(8, 0, 7);
+        let k1 = k(1, 2, 1000, 80, 17);
+        let s1 = t
+            .create(k1, k1, SessionKind::Identity, false, 0, false, 0, &T)
+            .unwrap();
+        let h1 = t.hash(&k1);
+        let c = t.candidate(h1);
+        assert_eq!(c, s1, "the forward entry");
+        assert_eq!(t.lookup_hashed(&k1, h1, c, 0, &T), Some((s1, Dir::Forward)));
+        // The session goes (expired on lookup, as mid-frame): its candidate no longer matches.
+        assert_eq!(t.lookup_hashed(&k1, h1, c, 300 * S, &T), None);
+        assert_eq!(t.lookup_hashed(&k1, h1, c, 300 * S, &T), None);
+        // Its slot is reused by another flow: the old candidate names a live session with
+        // other keys, and is refused for `k1`, accepted for the new key.
+        let k2 = k(5, 6, 2000, 53, 17);
+        let s2 = t
+            .create(k2, k2, SessionKind::Identity, false, 0, false, 300 * S, &T)
+            .unwrap();
+        assert_eq!(s2, s1);
+        assert_eq!(t.lookup_hashed(&k1, h1, c, 300 * S, &T), None);
+        let h2 = t.hash(&k2);
+        assert_eq!(
+            t.lookup_hashed(&k2, h2, c, 300 * S, &T),
+            Some((s2, Dir::Forward))
+        );
+        // A wrong candidate never hides the real entry.
+        assert_eq!(
+            t.lookup_hashed(&k2.reversed(), t.hash(&k2.reversed()), c, 300 * S, &T),
+            Some((s2, Dir::Reverse))
+        );
+        assert_eq!(t.candidate(t.hash(&k(9, 9, 9, 9, 6))), u32::MAX);
+        // Deleted (purged, recycled) before its packet is handled, and not expired.
+        let k3 = k(7, 8, 3000, 80, 6);
+        let s3 = t
+            .create(k3, k3, SessionKind::Identity, false, 0, false, 300 * S, &T)
+            .unwrap();
+        let h3 = t.hash(&k3);
+        let c3 = t.candidate(h3);
+        assert_eq!(c3, s3);
+        t.delete(s3);
+        assert_eq!(t.lookup_hashed(&k3, h3, c3, 300 * S, &T), None);
+    }
+
+    #[test]
+    fn a_flow_that_is_its_own_reply_has_one_key() {
+        // Same address and port on both ends: the outer key is the reply key.
+        let mut t = SessionTable::new(8, 0, 1);
+        let o = k(1, 1, 7, 7, 17);
+        let s = t
+            .create(o, o, SessionKind::Identity, false, 0, false, 0, &T)
+            .unwrap();
+        assert_eq!(t.index.len(), 1);
+        assert_eq!(t.lookup(&o, 0, &T), Some((s, Dir::Reverse)));
+        t.delete(s);
+        assert!(t.index.is_empty());
+        assert_eq!(t.lookup(&o, 0, &T), None);
+    }
+
+    #[test]
+    fn lookups_never_allocate_or_grow_the_index() {
+        let mut t = SessionTable::new(1000, 0, 3);
+        let buckets = t.index.buckets();
+        for round in 0..20u16 {
+            for p in 0..1000u16 {
+                let o = k(1, 2, p, 80 + round, 6);
+                t.create(o, o, SessionKind::Identity, false, 0, false, 0, &T)
+                    .unwrap();
+            }
+            assert_eq!(t.len(), 1000);
+            assert_eq!(t.index.len(), 2000);
+            t.purge(|_| true);
+            assert!(t.index.is_empty());
+            assert_eq!(t.index.overflow_total(), 0, "no residue after churn");
+        }
+        assert_eq!(t.index.buckets(), buckets);
+    }
+
+    mod model {
+        use std::collections::HashMap;
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            /// Client port, backend port (collisions when two clients share both).
+            Create(u16, u16),
+            Delete(u16),
+            Lookup(u16, bool),
+            Advance(u64),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                4 => (0..40u16, 0..3u16).prop_map(|(c, b)| Op::Create(c, b)),
+                1 => (0..40u16).prop_map(Op::Delete),
+                3 => (0..40u16, any::<bool>()).prop_map(|(c, r)| Op::Lookup(c, r)),
+                1 => (0..200u64).prop_map(Op::Advance),
+            ]
+        }
+
+        fn outer(c: u16) -> FlowKey {
+            k(0x0a01_0103, 0x0a60_0001, 40000 + c, 53, 17)
+        }
+
+        fn inner(c: u16, b: u16) -> FlowKey {
+            k(0x0a01_0103, 0x0a14_0002, 40000 + c % 20, 5353 + b, 17)
+        }
+
+        proptest! {
+            /// The table against a std HashMap of both keys of every live session, through
+            /// creation (with key collisions), deletion, expiry on lookup and on a full table.
+            #[test]
+            fn session_table_matches_a_hash_map(ops in proptest::collection::vec(op(), 1..300)) {
+                let mut t = SessionTable::new(24, 0, 99);
+                let mut model: HashMap<FlowKey, (u32, Dir)> = HashMap::new();
+                let mut now = 0u64;
+                for op in ops {
+                    // Expiry the table may do on its own (lookups, room for a new session) is
+                    // mirrored by dropping from the model what the table no longer has.
+                    match op {
+                        Op::Create(c, b) => {
+                            let (o, i) = (outer(c), inner(c, b));
+                            let clash = model.contains_key(&o) || model.contains_key(&i.reversed());
+                            let r = t.create(o, i, SessionKind::LoadBalanced, false, 0, false, now, &T);
+                            if clash {
+                                prop_assert_eq!(r, Err(CreateError::Collision));
+                            } else if let Ok(s) = r {
+                                model.insert(o, (s, Dir::Forward));
+                                model.insert(i.reversed(), (s, Dir::Reverse));
+                            } else {
+                                prop_assert_eq!(r, Err(CreateError::Full));
+                                prop_assert_eq!(t.len(), 24);
+                            }
+                        }
+                        Op::Delete(c) => {
+                            if let Some(&(s, _)) = model.get(&outer(c)) {
+                                t.delete(s);
+                            }
+                        }
+                        Op::Lookup(c, reply) => {
+                            let key = match (reply, model.get(&outer(c))) {
+                                (true, Some(&(s, _))) => t.get(s).unwrap().inner.reversed(),
+                                _ => outer(c),
+                            };
+                            let want = model
+                                .get(&key)
+                                .copied()
+                                .filter(|&(s, _)| !t.get(s).unwrap().expired(now, &T));
+                            let h = t.hash(&key);
+                            let cand = t.candidate(h);
+                            prop_assert_eq!(t.lookup_hashed(&key, h, cand, now, &T), want);
+                        }
+                        Op::Advance(s) => now += s * S,
+                    }
+                    model.retain(|key, &mut (s, dir)| {
+                        t.get(s).is_some_and(|x| match dir {
+                            Dir::Forward => x.outer == *key,
+                            Dir::Reverse => x.inner.reversed() == *key,
+                        })
+                    });
+                    // Sessions deleted to make room are gone from the model now; what is left
+                    // must be exactly the table's content.
+                    let live: Vec<(u32, &Session)> = t.iter().collect();
+                    prop_assert_eq!(live.len() * 2, model.len());
+                    prop_assert_eq!(t.index.len(), model.len());
+                    for (s, sess) in live {
+                        prop_assert_eq!(model.get(&sess.outer), Some(&(s, Dir::Forward)));
+                        prop_assert_eq!(
+                            model.get(&sess.inner.reversed()),
+                            Some(&(s, Dir::Reverse))
+                        );
+                        prop_assert!(t.key_in_use(&sess.outer));
+                    }
+                }
+            }
+        }
     }
 
     #[test]

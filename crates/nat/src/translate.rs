@@ -50,7 +50,7 @@ fn be32(b: &[u8], i: usize) -> u32 {
 
 /// Parses an IPv4 packet (validated by `ip4-input`: version, IHL, total length, checksum).
 /// `None` if the L4 header it needs is truncated.
-#[inline]
+#[inline(always)]
 pub fn parse(ip: &[u8]) -> Option<Parsed> {
     if ip.len() < 20 {
         return None;
@@ -147,7 +147,7 @@ pub fn apply(ip: &mut [u8], p: &Parsed, rw: &Rewrite, partial: bool) {
             ip[ihl + 2..ihl + 4].copy_from_slice(&rw.dport.to_be_bytes());
             let old = be16(ip, ihl + 16);
             let c = if partial {
-                rw.partial.apply_partial(old)
+                rw.partial().apply_partial(old)
             } else {
                 rw.l4.apply(old)
             };
@@ -158,7 +158,7 @@ pub fn apply(ip: &mut [u8], p: &Parsed, rw: &Rewrite, partial: bool) {
             ip[ihl + 2..ihl + 4].copy_from_slice(&rw.dport.to_be_bytes());
             let old = be16(ip, ihl + 6);
             let c = if partial {
-                rw.partial.apply_partial(old)
+                rw.partial().apply_partial(old)
             } else {
                 rw.l4.apply_udp(old)
             };
