@@ -3,7 +3,8 @@
 //! absolute numbers across days: these machines are noisy). Figures go to BENCHMARKS.md.
 //!
 //! Cases: `routed` (ethernet-input → ip4-input → ip4-lookup → ip4-rewrite → output), `nat`
-//! (the seed path without ACLs: established flows through nat44-out2in DNAT), `nat-new` (every
+//! (established flows through nat44-out2in DNAT), `seed` (the same with the reflective ACL on the
+//! pod's input and a global table on tap0's output: the seed's path), `nat-new` (every
 //! packet a new connection: session creation and load balancing), `nat-10k` and `nat-100k`
 //! (established flows spread over 10 000 / 100 000 Services × 10 endpoints).
 
@@ -12,7 +13,7 @@ use std::time::Instant;
 use anyhow::{anyhow, Result};
 use vecnet_graph::{clock::cpu_clocks, BufferPool, Clock};
 use vecnet_nodes::DeviceIo;
-use vecnet_vswitch::pg::{nat_config, nat_generator, routed_config, routed_generator};
+use vecnet_vswitch::pg::{nat_config, nat_generator, routed_config, routed_generator, seed_config};
 use vecnet_vswitch::{Dataplane, DataplaneConfig, DataplaneOptions, PacketGenerator};
 
 #[derive(clap::Args)]
@@ -26,7 +27,7 @@ pub struct Args {
     /// Measured runs of each case; medians are reported.
     #[arg(long, default_value_t = 5)]
     runs: usize,
-    /// Cases to run (comma-separated): routed, nat, nat-new, nat-10k, nat-100k, all.
+    /// Cases to run (comma-separated): routed, nat, seed, nat-new, nat-10k, nat-100k, all.
     #[arg(long, default_value = "all")]
     cases: String,
 }
@@ -147,7 +148,13 @@ pub fn run(a: Args) -> Result<()> {
     let all = wanted.contains(&"all");
     let mut cases: Vec<Case> = Vec::new();
     let want = |n: &str| all || wanted.contains(&n);
-    if want("routed") || want("nat") || want("nat-new") || want("nat-10k") || want("nat-100k") {
+    if want("routed")
+        || want("nat")
+        || want("seed")
+        || want("nat-new")
+        || want("nat-10k")
+        || want("nat-100k")
+    {
         // The routed path is the in-run reference of every other case.
         cases.push(Case {
             name: "routed",
@@ -174,6 +181,13 @@ pub fn run(a: Args) -> Result<()> {
                     packets,
                 )
             }),
+        });
+    }
+    if want("seed") {
+        cases.push(Case {
+            name: "seed",
+            what: format!("{flows} established flows, seed path: ACL in (reflect) + NAT + ACL out, 1 M-session tables"),
+            run: Box::new(move || measure(&seed_config(1, 10, 1 << 20), nat_generator(1, flows), flows as u64, packets)),
         });
     }
     if want("nat-new") {

@@ -214,3 +214,37 @@ pub fn nat_generator(services: u32, flows: u32) -> PacketGenerator {
         .collect();
     PacketGenerator::new(templates, None, 1)
 }
+
+/// The seed path of ANCHORS.md: `nat_config` plus the client's reflective ACL on tap2's input
+/// and a permitting global table on tap0's output (both ACL nodes in the path).
+pub fn seed_config(services: u32, endpoints: u32, max_sessions: u32) -> DataplaneConfig {
+    use vecnet_acl::{Acl, AclBinding, AclConfig, AclRule, Action};
+    let mut cfg = nat_config(services, endpoints, max_sessions);
+    cfg.acl = AclConfig {
+        acls: vec![
+            Acl {
+                tag: "bench-reflect".into(),
+                rules: vec![AclRule::any(Action::PermitReflect)],
+            },
+            Acl {
+                tag: "bench-global".into(),
+                rules: vec![AclRule::any(Action::Permit)],
+            },
+        ],
+        bindings: vec![
+            AclBinding {
+                sw_if_index: 6,
+                input: vec![0],
+                output: Vec::new(),
+            },
+            AclBinding {
+                sw_if_index: 2,
+                input: Vec::new(),
+                output: vec![1],
+            },
+        ],
+        max_sessions,
+        ..AclConfig::default()
+    };
+    cfg
+}
