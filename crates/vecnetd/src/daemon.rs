@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use vecnet_agent::cni::{
@@ -27,7 +27,7 @@ use vecnet_agent::control;
 use vecnet_agent::etcd::source::{SourceConfig, SourceEvent};
 use vecnet_agent::etcd::{self, IdClaim, Layout, NodeInfo};
 use vecnet_agent::ipam::{pod_macs, NodeIpam, PodAllocator, FIXED_POD_MAC};
-use vecnet_agent::model::{parse_manifests, ClusterState, Object};
+use vecnet_agent::model::ClusterState;
 use vecnet_graph::Clock;
 use vecnet_io::netlink;
 use vecnet_io::netns;
@@ -165,8 +165,7 @@ struct Agent {
     alloc: PodAllocator,
     pods: BTreeMap<String, Attachment>,
     state: ClusterState,
-    manifest_stamp: Vec<(PathBuf, SystemTime, u64)>,
-    manifest_objects: BTreeMap<PathBuf, Vec<Object>>,
+    manifests: crate::reflect::ManifestDir,
     dp: DataplaneHandle,
     warnings_seen: std::collections::BTreeSet<String>,
     ready: bool,
@@ -217,8 +216,7 @@ impl Agent {
             host_ips: Vec::new(),
             pods: BTreeMap::new(),
             state: ClusterState::default(),
-            manifest_stamp: Vec::new(),
-            manifest_objects: BTreeMap::new(),
+            manifests: crate::reflect::ManifestDir::new(&cfg.source.manifests.dir),
             dp,
             warnings_seen: Default::default(),
             ready: false,
@@ -284,48 +282,12 @@ impl Agent {
     /// Re-reads the manifests directory when a file changed; a file that fails to parse keeps
     /// its previous objects.
     fn rescan_manifests(&mut self) -> bool {
-        let dir = self.cfg.source.manifests.dir.clone();
-        let mut stamp = Vec::new();
-        if let Ok(rd) = std::fs::read_dir(&dir) {
-            for e in rd.flatten() {
-                let p = e.path();
-                let ext = p.extension().and_then(|x| x.to_str()).unwrap_or("");
-                if !["yaml", "yml", "json"].contains(&ext) {
-                    continue;
-                }
-                if let Ok(m) = e.metadata() {
-                    stamp.push((p, m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
-                }
-            }
-        }
-        stamp.sort();
-        if stamp == self.manifest_stamp {
+        if !self.manifests.rescan() {
             return false;
         }
-        let mut objects = BTreeMap::new();
-        for (p, _, _) in &stamp {
-            match std::fs::read_to_string(p)
-                .map_err(|e| e.to_string())
-                .and_then(|t| parse_manifests(&t).map_err(|e| e.to_string()))
-            {
-                Ok(objs) => {
-                    objects.insert(p.clone(), objs);
-                }
-                Err(e) => {
-                    tracing::warn!(file = %p.display(), "manifest not loaded, keeping its previous objects: {e}");
-                    if let Some(prev) = self.manifest_objects.get(p) {
-                        objects.insert(p.clone(), prev.clone());
-                    }
-                }
-            }
-        }
-        self.manifest_stamp = stamp;
-        self.manifest_objects = objects;
         let mut state = ClusterState::default();
-        for objs in self.manifest_objects.values() {
-            for o in objs {
-                state.apply(o.clone());
-            }
+        for o in self.manifests.all() {
+            state.apply(o);
         }
         self.state = state;
         true

@@ -33,14 +33,14 @@ pub struct Args {
 }
 
 /// The objects of a manifests directory, re-read when a file changes.
-struct ManifestDir {
+pub(crate) struct ManifestDir {
     dir: PathBuf,
     stamp: Vec<(PathBuf, SystemTime, u64)>,
     objects: BTreeMap<PathBuf, Vec<Object>>,
 }
 
 impl ManifestDir {
-    fn new(dir: &Path) -> Self {
+    pub(crate) fn new(dir: &Path) -> Self {
         Self {
             dir: dir.to_path_buf(),
             stamp: Vec::new(),
@@ -49,7 +49,7 @@ impl ManifestDir {
     }
 
     /// Re-reads the directory if a file was added, changed or removed; returns whether it did.
-    fn rescan(&mut self) -> bool {
+    pub(crate) fn rescan(&mut self) -> bool {
         let mut stamp = Vec::new();
         if let Ok(rd) = std::fs::read_dir(&self.dir) {
             for e in rd.flatten() {
@@ -89,7 +89,7 @@ impl ManifestDir {
         true
     }
 
-    fn all(&self) -> Vec<Object> {
+    pub(crate) fn all(&self) -> Vec<Object> {
         self.objects.values().flatten().cloned().collect()
     }
 }
