@@ -411,6 +411,10 @@ proptest! {
         payload in prop::collection::vec(any::<u8>(), 0..64),
         nty in any::<u8>(), ncode in any::<u8>(), nrest in any::<u32>(),
     ) {
+        // etherparse insists on the 20-byte body of timestamp messages (types 13, 14), a
+        // constraint of that oracle, not of ICMP framing: keep those types out of random input.
+        let not_timestamp = |t: u8| if t == 13 || t == 14 { t + 2 } else { t };
+        let (ty, nty) = (not_timestamp(ty), not_timestamp(nty));
         let mut frame = Vec::new();
         let b = PacketBuilder::ethernet2(smac, dmac).ipv4(src, dst, 64);
         let b = if echo {
@@ -457,8 +461,13 @@ proptest! {
         let Some(TransportHeader::Icmpv4(eicmp)) = etr else { panic!("no icmp") };
         let eb = eicmp.to_bytes();
         prop_assert_eq!((eb[0], eb[1]), (nty, ncode));
-        let tail = &m[34 + eb.len()..];
-        prop_assert_eq!(eicmp.icmp_type.calc_checksum(tail), eicmp.checksum);
+        // etherparse drops "unused" header bytes of some types (time exceeded, most
+        // destination-unreachable codes) when it re-reads them, so its checksum can only be
+        // compared where it kept our header bytes as they are.
+        if eb[..] == m[34..34 + eb.len()] {
+            let tail = &m[34 + eb.len()..];
+            prop_assert_eq!(eicmp.icmp_type.calc_checksum(tail), eicmp.checksum);
+        }
     }
 
     #[test]
