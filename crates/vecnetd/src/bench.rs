@@ -27,7 +27,8 @@ pub struct Args {
     /// Measured runs of each case; medians are reported.
     #[arg(long, default_value_t = 5)]
     runs: usize,
-    /// Cases to run (comma-separated): routed, nat, seed, nat-new, nat-10k, nat-100k, all.
+    /// Cases to run (comma-separated): routed, nat, seed, nat-new, seed-new, nat-10k, nat-100k,
+    /// all; `render` times the control plane (10 k Services, 1 k policies) instead.
     #[arg(long, default_value = "all")]
     cases: String,
 }
@@ -226,6 +227,20 @@ pub fn run(a: Args) -> Result<()> {
             });
         }
     }
+    if wanted.contains(&"render") {
+        print!("{}", render_timings()?);
+        if wanted.len() == 1 {
+            return Ok(());
+        }
+    }
+    if want("seed-new") {
+        let n = 60_000u32;
+        cases.push(Case {
+            name: "seed-new",
+            what: format!("{n} new connections on the seed path (ACL reflect + NAT sessions created per packet)"),
+            run: Box::new(move || measure(&seed_config(1, 10, 1 << 20), nat_generator(1, n), 0, n as u64)),
+        });
+    }
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -280,4 +295,130 @@ pub fn run(a: Args) -> Result<()> {
         println!("\nshow runtime, last run of {}:\n{}", c.name, runtimes[k]);
     }
     Ok(())
+}
+
+/// Control-plane timings (`--cases render`): objects → rendered configuration → live snapshot,
+/// for 10 000 Services × 10 endpoints, and 1 000 NetworkPolicies over 1 000 local pods.
+pub fn render_timings() -> Result<String> {
+    use crate::simulate::{plan, InterfaceSpec, KindSpec, NodeSpec, Scenario};
+    use serde_json::json;
+    let mut out = String::new();
+    let host = InterfaceSpec {
+        name: "tap0".into(),
+        kind: KindSpec::Host,
+        mac: None,
+        peer_mac: None,
+        host_ips: vec!["10.20.0.2".parse()?],
+        pod: None,
+        ip: None,
+        sw_if_index: Some(2),
+        mtu: None,
+    };
+    // 10 000 Services x 10 endpoints (host-network endpoints: no pod interfaces needed).
+    let mut objects = Vec::new();
+    for s in 0..10_000u32 {
+        let vip = vecnet_vswitch::pg::vip(s + 1);
+        objects.push(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": format!("svc-{s}"), "namespace": "default"},
+            "spec": {"clusterIP": vip.to_string(), "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}}));
+        let eps: Vec<_> = (0..10u32)
+            .map(|e| json!({"addresses": [format!("10.20.{}.{}", (s * 10 + e) / 250 % 250, (s * 10 + e) % 250 + 1)], "conditions": {"ready": true}}))
+            .collect();
+        objects.push(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": format!("svc-{s}-1"), "namespace": "default", "labels": {"kubernetes.io/service-name": format!("svc-{s}")}},
+            "addressType": "IPv4", "endpoints": eps, "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}));
+    }
+    let sc = Scenario {
+        node: NodeSpec {
+            id: 1,
+            name: "node1".into(),
+        },
+        ipam: None,
+        interfaces: vec![host.clone()],
+        objects,
+        packets: Vec::new(),
+        seed: 0,
+    };
+    let t0 = Instant::now();
+    let p = plan(&sc)?;
+    let render = t0.elapsed();
+    let mut dp = Dataplane::new(
+        DataplaneOptions {
+            buffers: 1024,
+            trace_capacity: 16,
+            clock: Clock::real(),
+        },
+        Box::new(PacketGenerator::new(Vec::new(), None, 1)),
+    )
+    .map_err(|e| anyhow!("{e}"))?;
+    let t1 = Instant::now();
+    dp.apply(&p.config).map_err(|e| anyhow!("{e}"))?;
+    let apply = t1.elapsed();
+    out.push_str(&format!(
+        "10000 Services x 10 endpoints ({} mappings): objects -> configuration {:.0} ms, configuration -> live snapshot {:.0} ms, total {:.0} ms\n",
+        p.config.nat.mappings.len(),
+        render.as_secs_f64() * 1e3,
+        apply.as_secs_f64() * 1e3,
+        (render + apply).as_secs_f64() * 1e3
+    ));
+    // 1 000 local pods, 1 000 NetworkPolicies (each selects 10 pods, allows from another 10).
+    let mut interfaces = vec![host];
+    let mut objects = Vec::new();
+    for k in 0..1000u32 {
+        let ip = std::net::Ipv4Addr::new(10, 1, 1, 0);
+        let _ = ip;
+        interfaces.push(InterfaceSpec {
+            name: format!("tap{}", k + 1),
+            kind: KindSpec::Pod,
+            mac: None,
+            peer_mac: None,
+            host_ips: Vec::new(),
+            pod: Some(format!("ns{}/pod{k}", k % 10)),
+            ip: None,
+            sw_if_index: Some(5 + k),
+            mtu: None,
+        });
+        objects.push(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("pod{k}"), "namespace": format!("ns{}", k % 10), "labels": {"app": format!("a{}", k / 10), "tier": format!("t{}", k % 7)}},
+            "spec": {"nodeName": "node1", "containers": [{"name": "c", "image": "i", "ports": [{"name": "http", "containerPort": 8080}]}]}}));
+        objects.push(json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": format!("pol{k}"), "namespace": format!("ns{}", k % 10)},
+            "spec": {"podSelector": {"matchLabels": {"app": format!("a{}", k / 10)}}, "policyTypes": ["Ingress", "Egress"],
+                "ingress": [{"from": [{"podSelector": {"matchLabels": {"tier": format!("t{}", k % 7)}}}], "ports": [{"protocol": "TCP", "port": "http"}]}],
+                "egress": [{"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": [{"protocol": "TCP", "port": 8080}]}]}}));
+    }
+    // The pod slice of node 1 holds 252 pods: spread the 1000 over addresses of a /16 pod slice.
+    let mut ipam = vecnet_agent::ipam::IpamConfig::default();
+    ipam.pod_subnet_one_node_prefix_len = 20;
+    for (k, i) in interfaces.iter_mut().skip(1).enumerate() {
+        i.ip = Some(std::net::Ipv4Addr::from(
+            u32::from(std::net::Ipv4Addr::new(10, 1, 16, 2)) + k as u32,
+        ));
+    }
+    let sc = Scenario {
+        node: NodeSpec {
+            id: 1,
+            name: "node1".into(),
+        },
+        ipam: Some(ipam),
+        interfaces,
+        objects,
+        packets: Vec::new(),
+        seed: 0,
+    };
+    let t0 = Instant::now();
+    let p = plan(&sc)?;
+    let render = t0.elapsed();
+    let t1 = Instant::now();
+    dp.apply(&p.config).map_err(|e| anyhow!("{e}"))?;
+    let apply = t1.elapsed();
+    let rules: usize = p.config.acl.acls.iter().map(|a| a.rules.len()).sum();
+    out.push_str(&format!(
+        "1000 NetworkPolicies over 1000 local pods ({} ACLs, {} rules): objects -> configuration {:.0} ms, configuration -> live snapshot {:.0} ms\n",
+        p.config.acl.acls.len(),
+        rules,
+        render.as_secs_f64() * 1e3,
+        apply.as_secs_f64() * 1e3
+    ));
+    Ok(out)
 }

@@ -74,7 +74,7 @@ pub enum KindSpec {
     VxlanBvi,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InterfaceSpec {
     pub name: String,
