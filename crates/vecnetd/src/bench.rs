@@ -365,8 +365,6 @@ pub fn render_timings() -> Result<String> {
     let mut interfaces = vec![host];
     let mut objects = Vec::new();
     for k in 0..1000u32 {
-        let ip = std::net::Ipv4Addr::new(10, 1, 1, 0);
-        let _ = ip;
         interfaces.push(InterfaceSpec {
             name: format!("tap{}", k + 1),
             kind: KindSpec::Pod,
@@ -388,8 +386,10 @@ pub fn render_timings() -> Result<String> {
                 "egress": [{"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": [{"protocol": "TCP", "port": 8080}]}]}}));
     }
     // The pod slice of node 1 holds 252 pods: spread the 1000 over addresses of a /16 pod slice.
-    let mut ipam = vecnet_agent::ipam::IpamConfig::default();
-    ipam.pod_subnet_one_node_prefix_len = 20;
+    let ipam = vecnet_agent::ipam::IpamConfig {
+        pod_subnet_one_node_prefix_len: 20,
+        ..Default::default()
+    };
     for (k, i) in interfaces.iter_mut().skip(1).enumerate() {
         i.ip = Some(std::net::Ipv4Addr::from(
             u32::from(std::net::Ipv4Addr::new(10, 1, 16, 2)) + k as u32,
