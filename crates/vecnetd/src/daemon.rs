@@ -982,12 +982,7 @@ fn serve_connection(mut s: UnixStream, tx: &mpsc::Sender<AgentMsg>) {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::init_logging();
     let mut cfg = match &args.config {
         Some(p) => Config::load(p)?,
         None => Config::parse("(embedded defaults)", "{}")?,

@@ -41,6 +41,16 @@ enum Command {
     Leave(daemon::LeaveArgs),
 }
 
+/// Structured logs on stderr, level from `RUST_LOG` (default `info`).
+pub(crate) fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.command {
