@@ -48,10 +48,16 @@ impl EtcdServer {
         let dir = std::env::temp_dir().join(format!("vn-etcd-{}-{n}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("etcd test directory");
+        // Two probes can return the same port once the first is released: insist on two.
+        let client_port = free_port();
+        let mut peer_port = free_port();
+        while peer_port == client_port {
+            peer_port = free_port();
+        }
         let mut s = EtcdServer {
             dir,
-            client_port: free_port(),
-            peer_port: free_port(),
+            client_port,
+            peer_port,
             child: None,
         };
         s.spawn();
