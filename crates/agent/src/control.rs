@@ -5,7 +5,7 @@
 //! socket, and a blocking implementation keeps the CNI plugin and the CLI free of an async
 //! runtime (they start, send one request and exit).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
@@ -69,8 +69,9 @@ fn read_message<R: BufRead>(r: &mut R) -> Result<(String, String), ControlError>
     Ok((first.trim_end().to_string(), body))
 }
 
-/// Reads one request from a server-side stream.
-pub fn read_request(stream: &mut UnixStream) -> Result<Request, ControlError> {
+/// Reads one request from a server-side stream (the UNIX control socket or the metrics TCP
+/// listener).
+pub fn read_request<S: Read>(stream: &mut S) -> Result<Request, ControlError> {
     let mut r = BufReader::new(stream);
     let (first, body) = read_message(&mut r)?;
     let mut parts = first.split_whitespace();
@@ -87,8 +88,8 @@ pub fn read_request(stream: &mut UnixStream) -> Result<Request, ControlError> {
 }
 
 /// Writes a response and closes the exchange.
-pub fn write_response(
-    stream: &mut UnixStream,
+pub fn write_response<S: Write>(
+    stream: &mut S,
     status: u16,
     content_type: &str,
     body: &str,
@@ -97,6 +98,7 @@ pub fn write_response(
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
+        405 => "Method Not Allowed",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "Status",

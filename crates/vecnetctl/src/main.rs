@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! vecnetctl [--socket PATH] show trace | trace add virtio-input 10 | show nat44 sessions | …
-//! vecnetctl pods | ipam | nodes
+//! vecnetctl pods | ipam | nodes | events | stats | metrics | resync
 //! ```
 
 use std::path::PathBuf;
@@ -27,6 +27,11 @@ fn usage() -> &'static str {
         "contiv-netctl style:\n",
         "  pods   the pods attached on this node\n",
         "  ipam   this node's addressing and allocated pod IPs\n",
+        "  nodes  the nodes of the cluster with their IDs and addresses\n",
+        "  events warnings about objects that cannot be rendered, and what is wrong now\n",
+        "  stats  network programming latency (p50/p90/p99) over recent changes\n",
+        "  metrics  the Prometheus metrics (as served on httpListen /metrics)\n",
+        "  resync   read the whole state again and apply what differs\n",
         "\n",
         "The socket defaults to /run/vecnet/vecnetd.sock (or $VECNET_SOCKET).\n",
     )
@@ -60,6 +65,10 @@ fn main() -> ExitCode {
         "pods" => ("GET", "/v1/pods", String::new()),
         "ipam" => ("GET", "/v1/ipam", String::new()),
         "nodes" => ("GET", "/v1/nodes", String::new()),
+        "events" => ("GET", "/v1/events", String::new()),
+        "stats" => ("GET", "/v1/stats", String::new()),
+        "metrics" => ("GET", "/metrics", String::new()),
+        "resync" => ("POST", "/v1/resync", String::new()),
         _ => ("POST", "/v1/cli", line.clone()),
     };
     match control::call(&socket, method, path, &body, Duration::from_secs(30)) {

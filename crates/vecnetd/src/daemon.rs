@@ -9,15 +9,15 @@
 //!   agent a snapshot and then watch events; the node ID is allocated in etcd first when
 //!   `ipam.nodeID` is 0 (docs/etcd.md).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
 use vecnet_agent::cni::{
@@ -33,10 +33,11 @@ use vecnet_io::netlink;
 use vecnet_io::netns;
 use vecnet_io::tap::{Offload, Tap, TapConfig};
 use vecnet_io::tapio::{Notifier, TapIo};
-use vecnet_vswitch::{Dataplane, DataplaneConfig, DataplaneOptions};
+use vecnet_vswitch::{Dataplane, DataplaneConfig, DataplaneOptions, DataplaneStats};
 use vecnet_wire::MacAddr;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::simulate::{InterfaceSpec, KindSpec, NodeSpec, Scenario};
 
 #[derive(clap::Args)]
@@ -51,7 +52,9 @@ pub struct Args {
 pub const TAP0_SW_IF_INDEX: u32 = 2;
 
 enum DpCmd {
-    Apply(Box<DataplaneConfig>),
+    /// A new configuration, and when the changes it carries were seen (programming latency).
+    Apply(Box<DataplaneConfig>, Vec<Instant>),
+    Stats(mpsc::Sender<DataplaneStats>),
     AddTap(u32, Tap),
     RemoveTap(u32),
     /// Deletes every NAT session with this address as client or backend (a pod went away).
@@ -82,7 +85,7 @@ impl DataplaneHandle {
     }
 }
 
-fn start_dataplane(cfg: &Config) -> Result<DataplaneHandle> {
+fn start_dataplane(cfg: &Config, metrics: Arc<Metrics>) -> Result<DataplaneHandle> {
     let io = TapIo::new().context("TAP I/O")?;
     let waiter = io.waiter();
     let notifier = waiter.notifier();
@@ -98,10 +101,20 @@ fn start_dataplane(cfg: &Config) -> Result<DataplaneHandle> {
         .spawn(move || loop {
             while let Ok(cmd) = rx.try_recv() {
                 match cmd {
-                    DpCmd::Apply(c) => {
-                        if let Err(e) = dp.apply(&c) {
-                            tracing::error!("data plane rejected the configuration: {e}");
+                    DpCmd::Apply(c, seen) => {
+                        let t = Instant::now();
+                        match dp.apply(&c) {
+                            Ok(()) => {
+                                metrics.apply_duration.observe(t.elapsed().as_secs_f64());
+                                metrics.programmed(&seen);
+                            }
+                            Err(e) => {
+                                tracing::error!("data plane rejected the configuration: {e}")
+                            }
                         }
+                    }
+                    DpCmd::Stats(reply) => {
+                        let _ = reply.send(dp.stats());
                     }
                     DpCmd::AddTap(sw, tap) => {
                         if let Some(io) = dp.device_mut().as_any_mut().downcast_mut::<TapIo>() {
@@ -167,12 +180,43 @@ struct Agent {
     state: ClusterState,
     manifests: crate::reflect::ManifestDir,
     dp: DataplaneHandle,
-    warnings_seen: std::collections::BTreeSet<String>,
+    metrics: Arc<Metrics>,
+    /// When each change not yet programmed was seen (programming latency).
+    pending: Vec<Instant>,
+    /// What the data plane runs: an unchanged render is not applied again, so a resync that
+    /// finds nothing new costs the data plane nothing.
+    applied: Option<DataplaneConfig>,
+    /// Warnings of the last render (`<object>: <reason>: <message>`).
+    warnings: BTreeSet<String>,
+    /// Warning events, newest last (`vecnetctl events`).
+    events: VecDeque<EventRecord>,
     ready: bool,
     /// Every node known from etcd `nodeinfo` (this one included), by name.
     nodes: BTreeMap<String, NodeInfo>,
     /// etcd source state (`None` in manifests mode).
     etcd: Option<EtcdStatus>,
+}
+
+/// Most warning events kept for `vecnetctl events`.
+const MAX_EVENTS: usize = 512;
+
+/// A warning about an object that cannot be rendered (or a source value that cannot be read),
+/// like a Kubernetes Event of type Warning.
+#[derive(Debug, Clone)]
+struct EventRecord {
+    time: SystemTime,
+    object: String,
+    reason: String,
+    message: String,
+}
+
+/// Splits a renderer warning `<object>: <reason>: <message>`.
+fn split_warning(w: &str) -> (String, String, String) {
+    let mut it = w.splitn(3, ": ");
+    match (it.next(), it.next(), it.next()) {
+        (Some(o), Some(r), Some(m)) => (o.into(), r.into(), m.into()),
+        _ => ("-".into(), "Warning".into(), w.into()),
+    }
 }
 
 /// What the agent knows about its etcd connection.
@@ -208,7 +252,8 @@ impl Agent {
                 bail!("interfaces.host.netns: {} does not exist", p.display());
             }
         }
-        let dp = start_dataplane(&cfg)?;
+        let metrics = Metrics::new();
+        let dp = start_dataplane(&cfg, Arc::clone(&metrics))?;
         Ok(Self {
             alloc: PodAllocator::new(&ipam),
             ipam,
@@ -218,7 +263,11 @@ impl Agent {
             state: ClusterState::default(),
             manifests: crate::reflect::ManifestDir::new(&cfg.source.manifests.dir),
             dp,
-            warnings_seen: Default::default(),
+            metrics,
+            pending: Vec::new(),
+            applied: None,
+            warnings: BTreeSet::new(),
+            events: VecDeque::new(),
             ready: false,
             nodes: BTreeMap::new(),
             etcd: (cfg.source.kind == "etcd").then(EtcdStatus::default),
@@ -285,6 +334,15 @@ impl Agent {
         if !self.manifests.rescan() {
             return false;
         }
+        self.pending.push(Instant::now());
+        let errors = self.manifests.errors().to_vec();
+        for (file, e) in errors {
+            self.event(
+                format!("file {}", file.display()),
+                "ManifestNotLoaded",
+                format!("{e} (its previous objects stay in force)"),
+            );
+        }
         let mut state = ClusterState::default();
         for o in self.manifests.all() {
             state.apply(o);
@@ -304,9 +362,65 @@ impl Agent {
         }
     }
 
+    /// Records a warning event: log, event history, metric.
+    fn event(&mut self, object: String, reason: &str, message: String) {
+        tracing::warn!(object = %object, reason, "{message}");
+        self.metrics
+            .warning_events
+            .get_or_create(&crate::metrics::ReasonLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+        if self.events.len() == MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(EventRecord {
+            time: SystemTime::now(),
+            object,
+            reason: reason.to_string(),
+            message,
+        });
+    }
+
     /// Applies one event of the etcd source; returns whether the objects changed (a render is
     /// due).
     fn on_source(&mut self, ev: SourceEvent) -> bool {
+        match &ev {
+            SourceEvent::Resync { .. } => {
+                self.metrics.source_resyncs.inc();
+                self.metrics.source_connected.set(1);
+                self.pending.push(Instant::now());
+            }
+            SourceEvent::Put { object, .. } => {
+                self.metrics
+                    .source_events
+                    .get_or_create(&crate::metrics::KindLabels {
+                        kind: object.kind().to_string(),
+                    })
+                    .inc();
+                self.pending.push(Instant::now());
+            }
+            SourceEvent::Delete { kind, .. } => {
+                self.metrics
+                    .source_events
+                    .get_or_create(&crate::metrics::KindLabels {
+                        kind: kind.to_string(),
+                    })
+                    .inc();
+                self.pending.push(Instant::now());
+            }
+            SourceEvent::Invalid(e) => {
+                let (object, message) = match e.split_once(": ") {
+                    Some((k, m)) => (format!("key {k}"), m.to_string()),
+                    None => ("-".to_string(), e.clone()),
+                };
+                self.event(object, "InvalidSourceValue", message);
+            }
+            SourceEvent::Disconnected { .. } => {
+                self.metrics.source_connected.set(0);
+            }
+            SourceEvent::NodePut(_) | SourceEvent::NodeDelete(_) => {}
+        }
         let st = self.etcd.get_or_insert_with(EtcdStatus::default);
         match ev {
             SourceEvent::Resync {
@@ -328,7 +442,11 @@ impl Agent {
                 self.state = state;
                 self.nodes = nodes.into_iter().map(|n| (n.name.clone(), n)).collect();
                 for e in errors {
-                    tracing::warn!("etcd: object ignored: {e}");
+                    let (object, message) = match e.split_once(": ") {
+                        Some((k, m)) => (format!("key {k}"), m.to_string()),
+                        None => ("-".to_string(), e.clone()),
+                    };
+                    self.event(object, "InvalidSourceValue", message);
                 }
                 if was_down {
                     tracing::info!(
@@ -375,10 +493,7 @@ impl Agent {
                 }
                 false
             }
-            SourceEvent::Invalid(e) => {
-                tracing::warn!("etcd: {e}");
-                false
-            }
+            SourceEvent::Invalid(_) => false,
             SourceEvent::Disconnected { error, retry_in } => {
                 if st.connected || (st.resyncs == 0 && st.last_error.is_none()) {
                     tracing::warn!(
@@ -398,6 +513,7 @@ impl Agent {
 
     /// Renders the desired data-plane configuration and hands it to the data plane.
     fn render_and_apply(&mut self) -> Result<()> {
+        let started = Instant::now();
         let h = &self.cfg.interfaces.host;
         let mut interfaces = vec![InterfaceSpec {
             name: "tap0".into(),
@@ -453,13 +569,110 @@ impl Agent {
             tcp_idle: a.timeouts.tcp_idle,
             tcp_transient: a.timeouts.tcp_transient,
         };
-        for w in plan.warnings {
-            if self.warnings_seen.insert(w.clone()) {
-                tracing::warn!("{w}");
+        self.metrics
+            .render_duration
+            .observe(started.elapsed().as_secs_f64());
+        self.note_warnings(plan.warnings);
+        let seen = std::mem::take(&mut self.pending);
+        if self.applied.as_ref() == Some(&plan.config) {
+            // Nothing new for the data plane (a resync that found the same state, a change to
+            // an object no renderer reads): what it runs already includes these changes.
+            tracing::debug!(changes = seen.len(), "render unchanged: nothing to apply");
+            self.metrics.programmed(&seen);
+            return Ok(());
+        }
+        self.applied = Some(plan.config.clone());
+        self.dp.send(DpCmd::Apply(Box::new(plan.config), seen));
+        Ok(())
+    }
+
+    /// `POST /v1/resync`: reads the whole state again (manifests mode: every file; etcd mode:
+    /// the watch already holds it) and renders; the data plane gets only a configuration that
+    /// differs from what it runs, and never loses its sessions, so established flows go on.
+    fn resync(&mut self) {
+        if self.etcd.is_none() {
+            self.manifests.invalidate();
+            self.rescan_manifests();
+        }
+        self.pending.push(Instant::now());
+        if let Err(e) = self.render_and_apply() {
+            tracing::error!("render: {e:#}");
+        }
+        tracing::info!("resync requested: done");
+    }
+
+    /// Turns the render's warnings into events: a warning that appears is logged, counted and
+    /// kept in the history; one that goes away is logged as resolved. The gauge counts the
+    /// current ones by reason.
+    fn note_warnings(&mut self, warnings: Vec<String>) {
+        let now: BTreeSet<String> = warnings.into_iter().collect();
+        let new: Vec<String> = now.difference(&self.warnings).cloned().collect();
+        for w in &self.warnings {
+            if !now.contains(w) {
+                tracing::info!("resolved: {w}");
             }
         }
-        self.dp.send(DpCmd::Apply(Box::new(plan.config)));
-        Ok(())
+        for w in new {
+            let (object, reason, message) = split_warning(&w);
+            self.event(object, &reason, message);
+        }
+        self.metrics.object_warnings.clear();
+        for w in &now {
+            let (_, reason, _) = split_warning(w);
+            self.metrics
+                .object_warnings
+                .get_or_create(&crate::metrics::ReasonLabels { reason })
+                .inc();
+        }
+        self.warnings = now;
+    }
+
+    /// `GET /metrics`: agent gauges plus the data plane's counters, copied between vectors.
+    fn scrape(&mut self) -> String {
+        let (tx, rx) = mpsc::channel();
+        self.dp.send(DpCmd::Stats(tx));
+        if let Ok(st) = rx.recv_timeout(Duration::from_secs(5)) {
+            self.metrics.set_dataplane(&st);
+        }
+        self.metrics.pods.set(self.pods.len() as i64);
+        self.metrics.ipam_allocated.set(self.alloc.len() as i64);
+        self.metrics
+            .ipam_capacity
+            .set(i64::try_from(self.alloc.capacity()).unwrap_or(i64::MAX));
+        if self.etcd.is_none() {
+            self.metrics.source_connected.set(1);
+        }
+        self.metrics.encode()
+    }
+
+    /// `vecnetctl events`: the warning history, oldest first, and what is wrong now.
+    fn show_events(&self) -> String {
+        let now = SystemTime::now();
+        let mut out = format!(
+            "{:<8} {:<8} {:<26} {:<40} {}\n",
+            "AGE", "TYPE", "REASON", "OBJECT", "MESSAGE"
+        );
+        for e in &self.events {
+            let age = now.duration_since(e.time).unwrap_or_default().as_secs();
+            let age = match age {
+                0..=119 => format!("{age}s"),
+                120..=7199 => format!("{}m", age / 60),
+                _ => format!("{}h", age / 3600),
+            };
+            out.push_str(&format!(
+                "{:<8} {:<8} {:<26} {:<40} {}\n",
+                age, "Warning", e.reason, e.object, e.message
+            ));
+        }
+        out.push_str(&format!(
+            "\n{} object warning(s) in force now{}\n",
+            self.warnings.len(),
+            if self.warnings.is_empty() { "" } else { ":" }
+        ));
+        for w in &self.warnings {
+            out.push_str(&format!("  {w}\n"));
+        }
+        out
     }
 
     fn handle(&mut self, req: &control::Request) -> Response {
@@ -491,6 +704,24 @@ impl Agent {
             ("GET", "/v1/pods") => (200, "text/plain", self.show_pods()),
             ("GET", "/v1/ipam") => (200, "text/plain", self.show_ipam()),
             ("GET", "/v1/nodes") => (200, "text/plain", self.show_nodes()),
+            ("GET", "/v1/events") => (200, "text/plain", self.show_events()),
+            ("GET", "/v1/stats") => (200, "text/plain", self.metrics.programming_summary()),
+            ("GET", "/metrics") => (
+                200,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                self.scrape(),
+            ),
+            ("GET", "/readyz") => {
+                if self.ready {
+                    (200, "text/plain", "ok\n".into())
+                } else {
+                    (503, "text/plain", "starting\n".into())
+                }
+            }
+            ("POST", "/v1/resync") => {
+                self.resync();
+                (200, "text/plain", "resync done\n".into())
+            }
             _ => (
                 404,
                 "text/plain",
@@ -957,8 +1188,16 @@ enum AgentMsg {
     Source(Box<SourceEvent>),
 }
 
-fn serve_connection(mut s: UnixStream, tx: &mpsc::Sender<AgentMsg>) {
-    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+/// What the HTTP listener (`httpListen`) serves: read-only, no CNI, no CLI.
+const HTTP_ROUTES: [&str; 3] = ["/metrics", "/healthz", "/readyz"];
+
+/// Serves one request of the control socket (every route) or of the HTTP listener
+/// (`read_only`: GET on [`HTTP_ROUTES`]).
+fn serve_connection<S: std::io::Read + std::io::Write>(
+    mut s: S,
+    tx: &mpsc::Sender<AgentMsg>,
+    read_only: bool,
+) {
     let req = match control::read_request(&mut s) {
         Ok(r) => r,
         Err(e) => {
@@ -966,6 +1205,17 @@ fn serve_connection(mut s: UnixStream, tx: &mpsc::Sender<AgentMsg>) {
             return;
         }
     };
+    if read_only {
+        let path = req.path.split('?').next().unwrap_or("");
+        if !HTTP_ROUTES.contains(&path) {
+            let _ = control::write_response(&mut s, 404, "text/plain", "not found\n");
+            return;
+        }
+        if req.method != "GET" {
+            let _ = control::write_response(&mut s, 405, "text/plain", "GET only\n");
+            return;
+        }
+    }
     let (rtx, rrx) = mpsc::channel();
     if tx.send(AgentMsg::Control(req, rtx)).is_err() {
         let _ = control::write_response(&mut s, 503, "text/plain", "vecnetd is shutting down\n");
@@ -1029,6 +1279,51 @@ pub fn run(args: Args) -> Result<()> {
     agent.render_and_apply()?;
     agent.ready = true;
     tracing::info!(socket = %socket.display(), node = %agent.cfg.node_name, node_id = agent.ipam.node_id, source = %agent.source_line(), "vecnetd ready");
+    let http = match agent.cfg.http_listen.as_str() {
+        "" => None,
+        addr => match std::net::TcpListener::bind(addr) {
+            Ok(l) => {
+                tracing::info!(listen = addr, "metrics on http://{addr}/metrics");
+                Some(l)
+            }
+            // The node keeps working without its metrics; `vecnetctl metrics` still answers.
+            Err(e) => {
+                tracing::error!("httpListen {addr}: {e}: metrics listener disabled");
+                None
+            }
+        },
+    };
+    let http_thread = match http {
+        None => None,
+        Some(l) => {
+            l.set_nonblocking(true)?;
+            let stop3 = Arc::clone(&stop);
+            let tx = tx.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("http".into())
+                    .spawn(move || {
+                        while !stop3.load(Ordering::Relaxed) {
+                            match l.accept() {
+                                Ok((s, _)) => {
+                                    let _ = s.set_nonblocking(false);
+                                    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                                    let tx = tx.clone();
+                                    let _ = std::thread::Builder::new()
+                                        .name("http-conn".into())
+                                        .spawn(move || serve_connection(s, &tx, true));
+                                }
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                                    std::thread::sleep(Duration::from_millis(20));
+                                }
+                                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                            }
+                        }
+                    })
+                    .context("spawning the HTTP listener thread")?,
+            )
+        }
+    };
     listener.set_nonblocking(true)?;
     let stop2 = Arc::clone(&stop);
     let acceptor = std::thread::Builder::new()
@@ -1038,10 +1333,11 @@ pub fn run(args: Args) -> Result<()> {
                 match listener.accept() {
                     Ok((s, _)) => {
                         let _ = s.set_nonblocking(false);
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
                         let tx = tx.clone();
                         let _ = std::thread::Builder::new()
                             .name("control-conn".into())
-                            .spawn(move || serve_connection(s, &tx));
+                            .spawn(move || serve_connection(s, &tx, false));
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         std::thread::sleep(Duration::from_millis(20));
@@ -1086,6 +1382,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     tracing::info!("shutting down");
     let _ = acceptor.join();
+    if let Some(t) = http_thread {
+        let _ = t.join();
+    }
     // The etcd source thread sees `stop` within 250 ms; it is not joined, so a request hanging
     // on an unresponsive etcd never delays the orderly stop.
     drop(rx);

@@ -8,6 +8,7 @@ mod bench;
 mod config;
 mod daemon;
 mod demo;
+mod metrics;
 mod reflect;
 mod simulate;
 

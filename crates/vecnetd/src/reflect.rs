@@ -37,6 +37,8 @@ pub(crate) struct ManifestDir {
     dir: PathBuf,
     stamp: Vec<(PathBuf, SystemTime, u64)>,
     objects: BTreeMap<PathBuf, Vec<Object>>,
+    /// Files that failed to parse at the last rescan, with the reason.
+    errors: Vec<(PathBuf, String)>,
 }
 
 impl ManifestDir {
@@ -45,6 +47,7 @@ impl ManifestDir {
             dir: dir.to_path_buf(),
             stamp: Vec::new(),
             objects: BTreeMap::new(),
+            errors: Vec::new(),
         }
     }
 
@@ -68,6 +71,7 @@ impl ManifestDir {
             return false;
         }
         let mut objects = BTreeMap::new();
+        let mut errors = Vec::new();
         for (p, _, _) in &stamp {
             match std::fs::read_to_string(p)
                 .map_err(|e| e.to_string())
@@ -81,12 +85,26 @@ impl ManifestDir {
                     if let Some(prev) = self.objects.get(p) {
                         objects.insert(p.clone(), prev.clone());
                     }
+                    errors.push((p.clone(), e));
                 }
             }
         }
         self.stamp = stamp;
         self.objects = objects;
+        self.errors = errors;
         true
+    }
+
+    /// Makes the next [`ManifestDir::rescan`] read every file again (`vecnetctl resync`).
+    pub(crate) fn invalidate(&mut self) {
+        self.stamp.clear();
+        self.stamp
+            .push((PathBuf::new(), SystemTime::UNIX_EPOCH, u64::MAX));
+    }
+
+    /// Files that failed to parse at the last rescan (their previous objects stay in force).
+    pub(crate) fn errors(&self) -> &[(PathBuf, String)] {
+        &self.errors
     }
 
     pub(crate) fn all(&self) -> Vec<Object> {

@@ -242,6 +242,11 @@ impl Dataplane {
             .run_once(&mut self.worker, &mut self.pool, &mut self.trace)
     }
 
+    /// Configurations applied so far.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     pub fn snapshot(&self) -> &Snapshot {
         &self.worker.snap
     }

@@ -8,8 +8,10 @@ pub mod dataplane;
 pub mod memio;
 pub mod pg;
 pub mod show;
+pub mod stats;
 
 pub use config::{DataplaneConfig, InterfaceConfig, NeighbourConfig, Path, RouteConfig};
 pub use dataplane::{Dataplane, DataplaneError, DataplaneOptions, Snapshot, Worker};
 pub use memio::MemIo;
 pub use pg::PacketGenerator;
+pub use stats::{DataplaneStats, ErrorStats, InterfaceStats};

@@ -451,6 +451,11 @@ impl Node {
     /// Creates the host namespace (with [`HOST_IP`] on `lo`), starts `vecnetd run` on it and waits
     /// until it is ready and has learned `vpp1`'s MAC.
     pub fn start(test: &str, slot: Slot) -> Node {
+        Self::start_with(test, slot, "")
+    }
+
+    /// [`Node::start`] with the metrics listener on `http_listen` (`host:port`; "" = off).
+    pub fn start_with(test: &str, slot: Slot, http_listen: &str) -> Node {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("vn-e2e-{}-{n}", std::process::id());
@@ -489,7 +494,7 @@ impl Node {
             "nodeName: node1\n\
              socket: {sock}\n\
              dataDir: {data}\n\
-             httpListen: \"\"\n\
+             httpListen: \"{http_listen}\"\n\
              source: {{kind: manifests, manifests: {{dir: {manifests}}}}}\n\
              interfaces:\n  host: {{netns: {host}}}\n",
             sock = node.socket.display(),
@@ -686,6 +691,32 @@ impl Node {
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
+            }
+        }));
+    }
+
+    /// Echoes TCP on `addr` inside `ns`: every read is written back, connections stay open
+    /// until the client closes them.
+    pub fn serve_tcp_echo(&mut self, ns: &str, addr: SocketAddrV4) {
+        let l = netns::run_in(&netns::path(ns), move || TcpListener::bind(addr))
+            .unwrap_or_else(|e| panic!("entering {ns}: {e}"))
+            .unwrap_or_else(|e| panic!("binding TCP {addr} in {ns}: {e}"));
+        l.set_nonblocking(true).expect("nonblocking");
+        let stop = Arc::clone(&self.stop);
+        self.threads.push(std::thread::spawn(move || {
+            let mut conns: Vec<std::net::TcpStream> = Vec::new();
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok((s, _)) = l.accept() {
+                    let _ = s.set_nonblocking(true);
+                    conns.push(s);
+                }
+                conns.retain_mut(|s| match s.read(&mut buf) {
+                    Ok(0) => false,
+                    Ok(n) => s.write_all(&buf[..n]).is_ok(),
+                    Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+                });
+                std::thread::sleep(Duration::from_millis(5));
             }
         }));
     }
