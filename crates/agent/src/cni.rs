@@ -18,6 +18,8 @@ pub mod code {
     pub const TRY_AGAIN_LATER: u32 = 11;
     pub const PLUGIN_NOT_AVAILABLE: u32 = 50;
     pub const PLUGIN_DEGRADED: u32 = 51;
+    /// Plugin-specific (the spec leaves 100+ to plugins): the node's pod subnet is full.
+    pub const IPAM_EXHAUSTED: u32 = 100;
 }
 
 /// What `vecnet-cni` sends to `vecnetd` (the content of Contiv's `CNIRequest`).

@@ -26,7 +26,7 @@ use vecnet_agent::cni::{
 use vecnet_agent::control;
 use vecnet_agent::etcd::source::{SourceConfig, SourceEvent};
 use vecnet_agent::etcd::{self, IdClaim, Layout, NodeInfo};
-use vecnet_agent::ipam::{pod_macs, NodeIpam, PodAllocator, FIXED_POD_MAC};
+use vecnet_agent::ipam::{pod_macs, IpamError, NodeIpam, PodAllocator, FIXED_POD_MAC};
 use vecnet_agent::model::ClusterState;
 use vecnet_graph::Clock;
 use vecnet_io::netlink;
@@ -210,6 +210,47 @@ struct EventRecord {
     message: String,
 }
 
+/// The allocator key of an address relearned from a Pod object (not attached through CNI by
+/// this vecnetd run).
+fn relearned_key(pod_key: &str) -> String {
+    format!("k8s:{pod_key}")
+}
+
+/// Where the pod allocator's state is kept across restarts.
+fn ipam_state_path(cfg: &Config) -> PathBuf {
+    cfg.data_dir.join("ipam-pods.json")
+}
+
+/// The allocator of an earlier run from `dataDir`, if it is there and fits this node's slice.
+fn load_allocator(cfg: &Config, ipam: &NodeIpam) -> PodAllocator {
+    let path = ipam_state_path(cfg);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return PodAllocator::new(ipam),
+        Err(e) => {
+            tracing::warn!("ipam: cannot read {}: {e}; starting empty", path.display());
+            return PodAllocator::new(ipam);
+        }
+    };
+    let loaded = serde_json::from_str(&text)
+        .map_err(|e| e.to_string())
+        .and_then(|st| PodAllocator::from_state(ipam, st).map_err(|e| e.to_string()));
+    match loaded {
+        Ok(a) => {
+            tracing::info!(
+                allocations = a.len(),
+                "ipam: allocations of the last run restored from {}",
+                path.display()
+            );
+            a
+        }
+        Err(e) => {
+            tracing::warn!("ipam: {} not used: {e}; starting empty", path.display());
+            PodAllocator::new(ipam)
+        }
+    }
+}
+
 /// Splits a renderer warning `<object>: <reason>: <message>`.
 fn split_warning(w: &str) -> (String, String, String) {
     let mut it = w.splitn(3, ": ");
@@ -255,7 +296,7 @@ impl Agent {
         let metrics = Metrics::new();
         let dp = start_dataplane(&cfg, Arc::clone(&metrics))?;
         Ok(Self {
-            alloc: PodAllocator::new(&ipam),
+            alloc: load_allocator(&cfg, &ipam),
             ipam,
             host_netns,
             host_ips: Vec::new(),
@@ -359,6 +400,70 @@ impl Agent {
             ip_addresses: vec![self.ipam.node_ip.to_string()],
             management_ip_addresses: self.host_ips.iter().map(|ip| ip.to_string()).collect(),
             vxlan_ip: self.ipam.bvi_ip.to_string(),
+        }
+    }
+
+    /// Writes the allocator's state to `dataDir` (atomically: a temporary file, then a rename).
+    fn save_ipam(&self) {
+        let path = ipam_state_path(&self.cfg);
+        let r = serde_json::to_string_pretty(&self.alloc.state())
+            .map_err(std::io::Error::other)
+            .and_then(|text| {
+                std::fs::create_dir_all(&self.cfg.data_dir)?;
+                let tmp = path.with_extension("json.tmp");
+                std::fs::write(&tmp, text)?;
+                std::fs::rename(&tmp, &path)
+            });
+        if let Err(e) = r {
+            tracing::warn!("ipam: cannot save {}: {e}", path.display());
+        }
+    }
+
+    /// Relearns the addresses of this node's pods from their Pod objects (`status.podIP`,
+    /// SYSTEM.md 2.3): after a restart the allocator continues after the highest address in
+    /// use and never hands out one that a pod still has. Entries of pods that went away or
+    /// changed address are dropped.
+    fn relearn_pod_ips(&mut self) {
+        let slice = self.alloc.pod_subnet();
+        let mut want: BTreeMap<String, Ipv4Addr> = BTreeMap::new();
+        for (key, pod) in &self.state.pods {
+            let Some(spec) = &pod.spec else { continue };
+            if spec.node_name.as_deref() != Some(self.cfg.node_name.as_str())
+                || spec.host_network == Some(true)
+            {
+                continue;
+            }
+            let ip = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.as_deref())
+                .and_then(|ip| ip.parse::<Ipv4Addr>().ok());
+            if let Some(ip) = ip.filter(|ip| slice.contains(*ip)) {
+                want.insert(relearned_key(key), ip);
+            }
+        }
+        let mut changed = false;
+        for (k, ip) in self.alloc.allocations() {
+            if k.starts_with("k8s:") && want.get(&k) != Some(&ip) {
+                self.alloc.release(&k);
+                changed = true;
+            }
+        }
+        for (k, ip) in want {
+            if self.alloc.get(&k) == Some(ip) {
+                continue;
+            }
+            match self.alloc.holder(ip) {
+                // Attached through CNI (the normal case) or already relearned.
+                Some(_) => continue,
+                None => match self.alloc.restore(&k, ip) {
+                    Ok(()) => changed = true,
+                    Err(e) => tracing::debug!("ipam: not relearned: {e}"),
+                },
+            }
+        }
+        if changed {
+            self.save_ipam();
         }
     }
 
@@ -514,6 +619,7 @@ impl Agent {
     /// Renders the desired data-plane configuration and hands it to the data plane.
     fn render_and_apply(&mut self) -> Result<()> {
         let started = Instant::now();
+        self.relearn_pod_ips();
         let h = &self.cfg.interfaces.host;
         let mut interfaces = vec![InterfaceSpec {
             name: "tap0".into(),
@@ -857,6 +963,16 @@ impl Agent {
                 match r.command.as_str() {
                     "ADD" => match self.cni_add(&key, r) {
                         Ok(res) => CniReply::Ok(Some(res)),
+                        Err(e)
+                            if e.downcast_ref::<IpamError>()
+                                .is_some_and(|e| matches!(e, IpamError::Exhausted { .. })) =>
+                        {
+                            err(
+                                code::IPAM_EXHAUSTED,
+                                "no free pod IP on this node",
+                                format!("{e:#}"),
+                            )
+                        }
                         Err(e) => err(
                             code::TRY_AGAIN_LATER,
                             "vecnetd could not attach the pod",
@@ -892,6 +1008,25 @@ impl Agent {
                     .collect();
                 for k in stale {
                     self.cni_del(&k);
+                }
+                // Addresses kept from an earlier run whose attachment the runtime no longer
+                // has (the relearned `k8s:` entries follow the Pod objects instead).
+                let orphans: Vec<String> = self
+                    .alloc
+                    .allocations()
+                    .into_iter()
+                    .map(|(k, _)| k)
+                    .filter(|k| !k.starts_with("k8s:") && !valid.contains(k))
+                    .collect();
+                if !orphans.is_empty() {
+                    for k in &orphans {
+                        self.alloc.release(k);
+                    }
+                    self.save_ipam();
+                    tracing::info!(
+                        released = orphans.len(),
+                        "CNI GC: stale pod addresses released"
+                    );
                 }
                 CniReply::Ok(None)
             }
@@ -943,7 +1078,20 @@ impl Agent {
             .get("K8S_POD_NAME")
             .cloned()
             .unwrap_or_else(|| r.container_id.chars().take(12).collect());
-        let ip = self.alloc.allocate(key).map_err(|e| anyhow!("{e}"))?;
+        // A pod that the cluster already knows on this node (its Pod object, after a restart of
+        // vecnetd) keeps its address: the relearned entry is handed to the attachment.
+        let pod_key = format!("{ns}/{name}");
+        let relearned = relearned_key(&pod_key);
+        let ip = match self.alloc.release(&relearned) {
+            Some(ip) => {
+                self.alloc
+                    .restore(key, ip)
+                    .map_err(|e| anyhow!("ipam: {e}"))?;
+                ip
+            }
+            None => self.alloc.allocate(key)?,
+        };
+        self.save_ipam();
         let instance = (1..)
             .find(|i| !self.pods.values().any(|a| a.instance == *i))
             .unwrap_or(1);
@@ -972,6 +1120,7 @@ impl Agent {
             }
             Err(e) => {
                 self.alloc.release(key);
+                self.save_ipam();
                 Err(e)
             }
         }
@@ -1013,11 +1162,14 @@ impl Agent {
 
     fn cni_del(&mut self, key: &str) {
         let Some(a) = self.pods.remove(key) else {
-            self.alloc.release(key);
+            if self.alloc.release(key).is_some() {
+                self.save_ipam();
+            }
             return;
         };
         self.dp.send(DpCmd::RemoveTap(a.sw_if_index()));
         self.alloc.release(key);
+        self.save_ipam();
         // SYSTEM.md 6.8: a deleted pod's sessions, as client or backend, go with it.
         self.dp.send(DpCmd::PurgeAddress(a.ip));
         if let Err(e) = self.render_and_apply() {

@@ -73,7 +73,12 @@ fn metrics_events_and_a_resync_that_keeps_established_flows() {
         return;
     }
     let port = free_port();
-    let mut node = Node::start_with("observability", shared_slot(), &format!("127.0.0.1:{port}"));
+    let mut node = Node::start_with(
+        "observability",
+        shared_slot(),
+        &format!("127.0.0.1:{port}"),
+        "",
+    );
     let client = node.add_pod("client");
     let host = node.host_ns.clone();
     node.serve_tcp_echo(&host, SocketAddrV4::new(HOST_IP, 9000));

@@ -451,11 +451,12 @@ impl Node {
     /// Creates the host namespace (with [`HOST_IP`] on `lo`), starts `vecnetd run` on it and waits
     /// until it is ready and has learned `vpp1`'s MAC.
     pub fn start(test: &str, slot: Slot) -> Node {
-        Self::start_with(test, slot, "")
+        Self::start_with(test, slot, "", "")
     }
 
-    /// [`Node::start`] with the metrics listener on `http_listen` (`host:port`; "" = off).
-    pub fn start_with(test: &str, slot: Slot, http_listen: &str) -> Node {
+    /// [`Node::start`] with the metrics listener on `http_listen` (`host:port`; "" = off) and
+    /// `extra` top-level configuration lines (YAML, each ending in a newline).
+    pub fn start_with(test: &str, slot: Slot, http_listen: &str, extra: &str) -> Node {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("vn-e2e-{}-{n}", std::process::id());
@@ -496,14 +497,32 @@ impl Node {
              dataDir: {data}\n\
              httpListen: \"{http_listen}\"\n\
              source: {{kind: manifests, manifests: {{dir: {manifests}}}}}\n\
-             interfaces:\n  host: {{netns: {host}}}\n",
+             interfaces:\n  host: {{netns: {host}}}\n{extra}",
             sock = node.socket.display(),
             data = node.dir.join("data").display(),
             manifests = node.dir.join("manifests").display(),
         );
+        std::fs::write(node.dir.join("vecnet.yaml"), config).expect("write the config");
+        node.spawn_daemon();
+        // The host resolves 172.30.1.1 first, so vecnet learns vpp1's MAC and no later test
+        // packet waits for ARP on tap0.
+        let (got, out) = ping(&host, TAP0_IP, 1);
+        assert_eq!(
+            got, 1,
+            "ping 172.30.1.1 (tap0) from the host namespace:\n{out}"
+        );
+        node
+    }
+
+    /// Starts `vecnetd run` on the test's configuration and waits until it is ready.
+    fn spawn_daemon(&mut self) {
+        let node = self;
         let config_path = node.dir.join("vecnet.yaml");
-        std::fs::write(&config_path, config).expect("write the config");
-        let log = std::fs::File::create(node.dir.join("vecnetd.log")).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.dir.join("vecnetd.log"))
+            .expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vecnetd"));
         // If the test process dies without cleaning up (killed, Ctrl-C), the daemon still stops
         // in order and removes its TAPs (the signal comes when the spawning thread — this
@@ -540,14 +559,27 @@ impl Node {
                 Err(e) => Err(e.to_string()),
             }
         });
-        // The host resolves 172.30.1.1 first, so vecnet learns vpp1's MAC and no later test
-        // packet waits for ARP on tap0.
-        let (got, out) = ping(&host, TAP0_IP, 1);
-        assert_eq!(
-            got, 1,
-            "ping 172.30.1.1 (tap0) from the host namespace:\n{out}"
-        );
-        node
+    }
+
+    /// Stops the daemon (SIGTERM, as systemd would) and starts it again on the same
+    /// configuration and `dataDir`. Pods attached before lose their TAPs with the old process.
+    pub fn restart_daemon(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_child(&child),
+                rustix::process::Signal::TERM,
+            );
+            let end = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < end {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spawn_daemon();
     }
 
     pub fn ns_name(&self, role: &str) -> String {
