@@ -28,9 +28,16 @@ pub struct Args {
     #[arg(long, default_value_t = 5)]
     runs: usize,
     /// Cases to run (comma-separated): routed, nat, seed, nat-new, seed-new, nat-10k, nat-100k,
-    /// all; `render` times the control plane (10 k Services, 1 k policies) instead.
+    /// all; `render` times the control plane (10 k Services, 1 k policies) instead; `etcd`
+    /// (root, etcd installed) times network programming through etcd on a running vecnetd.
     #[arg(long, default_value = "all")]
     cases: String,
+    /// Services of the `etcd` case.
+    #[arg(long, default_value_t = 10_000)]
+    services: u32,
+    /// Single changes of the `etcd` case.
+    #[arg(long, default_value_t = 200)]
+    changes: u32,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -227,6 +234,12 @@ pub fn run(a: Args) -> Result<()> {
             });
         }
     }
+    if wanted.contains(&"etcd") {
+        print!("{}", crate::bench_etcd::run(a.services, a.changes)?);
+        if wanted.len() == 1 {
+            return Ok(());
+        }
+    }
     if wanted.contains(&"render") {
         print!("{}", render_timings()?);
         if wanted.len() == 1 {
@@ -315,19 +328,7 @@ pub fn render_timings() -> Result<String> {
         mtu: None,
     };
     // 10 000 Services x 10 endpoints (host-network endpoints: no pod interfaces needed).
-    let mut objects = Vec::new();
-    for s in 0..10_000u32 {
-        let vip = vecnet_vswitch::pg::vip(s + 1);
-        objects.push(json!({"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": format!("svc-{s}"), "namespace": "default"},
-            "spec": {"clusterIP": vip.to_string(), "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]}}));
-        let eps: Vec<_> = (0..10u32)
-            .map(|e| json!({"addresses": [format!("10.20.{}.{}", (s * 10 + e) / 250 % 250, (s * 10 + e) % 250 + 1)], "conditions": {"ready": true}}))
-            .collect();
-        objects.push(json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": format!("svc-{s}-1"), "namespace": "default", "labels": {"kubernetes.io/service-name": format!("svc-{s}")}},
-            "addressType": "IPv4", "endpoints": eps, "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}));
-    }
+    let objects = crate::bench_etcd::service_objects(10_000);
     let sc = Scenario {
         node: NodeSpec {
             id: 1,
@@ -342,6 +343,17 @@ pub fn render_timings() -> Result<String> {
     let t0 = Instant::now();
     let p = plan(&sc)?;
     let render = t0.elapsed();
+    // What the daemon does per change: its objects are parsed already.
+    let mut state = vecnet_agent::model::ClusterState::default();
+    for (k, v) in sc.objects.iter().enumerate() {
+        state.apply(vecnet_agent::model::parse_object(k, v.clone()).map_err(|e| anyhow!("{e}"))?);
+    }
+    let t_state = Instant::now();
+    let p2 = crate::simulate::plan_with_state(&sc, Some(&mut state))?;
+    let rerender = t_state.elapsed();
+    if p2.config != p.config {
+        anyhow::bail!("rendering from parsed objects differs from rendering from JSON");
+    }
     let mut dp = Dataplane::new(
         DataplaneOptions {
             buffers: 1024,
@@ -360,6 +372,11 @@ pub fn render_timings() -> Result<String> {
         render.as_secs_f64() * 1e3,
         apply.as_secs_f64() * 1e3,
         (render + apply).as_secs_f64() * 1e3
+    ));
+    out.push_str(&format!(
+        "  per change in the daemon (objects parsed already): render {:.0} ms, snapshot {:.0} ms\n",
+        rerender.as_secs_f64() * 1e3,
+        apply.as_secs_f64() * 1e3
     ));
     // 1 000 local pods, 1 000 NetworkPolicies (each selects 10 pods, allows from another 10).
     let mut interfaces = vec![host];

@@ -645,7 +645,6 @@ impl Agent {
                 mtu: Some(self.cfg.interfaces.pods.mtu),
             });
         }
-        let objects = object_values(&self.state);
         let sc = Scenario {
             node: NodeSpec {
                 id: self.cfg.ipam.node_id,
@@ -653,11 +652,11 @@ impl Agent {
             },
             ipam: Some(self.cfg.ipam.clone()),
             interfaces,
-            objects,
+            objects: Vec::new(),
             packets: Vec::new(),
             seed: 0,
         };
-        let mut plan = crate::simulate::plan(&sc)?;
+        let mut plan = crate::simulate::plan_with_state(&sc, Some(&mut self.state))?;
         let n = &self.cfg.nat;
         plan.config.nat.max_sessions = n.max_sessions;
         plan.config.nat.reserved_for_control = n.reserved_for_control;
@@ -782,7 +781,8 @@ impl Agent {
     }
 
     fn handle(&mut self, req: &control::Request) -> Response {
-        match (req.method.as_str(), req.path.as_str()) {
+        let (path, query) = req.path.split_once('?').unwrap_or((req.path.as_str(), ""));
+        match (req.method.as_str(), path) {
             ("GET", "/healthz") => (
                 200,
                 "text/plain",
@@ -811,7 +811,13 @@ impl Agent {
             ("GET", "/v1/ipam") => (200, "text/plain", self.show_ipam()),
             ("GET", "/v1/nodes") => (200, "text/plain", self.show_nodes()),
             ("GET", "/v1/events") => (200, "text/plain", self.show_events()),
-            ("GET", "/v1/stats") => (200, "text/plain", self.metrics.programming_summary()),
+            ("GET", "/v1/stats") => {
+                let last = query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("last="))
+                    .and_then(|n| n.parse().ok());
+                (200, "text/plain", self.metrics.programming_summary(last))
+            }
             ("GET", "/metrics") => (
                 200,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -1300,35 +1306,6 @@ fn offload(cfg: &Config) -> Offload {
     } else {
         Offload::Csum
     }
-}
-
-/// The cluster's objects as JSON values (the form scenarios carry).
-fn object_values(state: &ClusterState) -> Vec<serde_json::Value> {
-    let mut v = Vec::new();
-    let mut push = |x: serde_json::Result<serde_json::Value>| {
-        if let Ok(x) = x {
-            v.push(x);
-        }
-    };
-    for o in state.namespaces.values() {
-        push(serde_json::to_value(o));
-    }
-    for o in state.nodes.values() {
-        push(serde_json::to_value(o));
-    }
-    for o in state.pods.values() {
-        push(serde_json::to_value(o));
-    }
-    for o in state.services.values() {
-        push(serde_json::to_value(o));
-    }
-    for o in state.endpoint_slices.values() {
-        push(serde_json::to_value(o));
-    }
-    for o in state.policies.values() {
-        push(serde_json::to_value(o));
-    }
-    v
 }
 
 /// A response: status, content type, body.

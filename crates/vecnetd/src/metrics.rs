@@ -290,11 +290,13 @@ impl Metrics {
         out
     }
 
-    /// `vecnetctl stats`: programming-latency percentiles over the recent changes.
-    pub fn programming_summary(&self) -> String {
+    /// `vecnetctl stats`: programming-latency percentiles over the recent changes (the last
+    /// `last` of them, at most the 4096 kept).
+    pub fn programming_summary(&self, last: Option<usize>) -> String {
         let mut v: Vec<f64> = {
             let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            recent.iter().copied().collect()
+            let skip = recent.len().saturating_sub(last.unwrap_or(RECENT));
+            recent.iter().skip(skip).copied().collect()
         };
         let total = self.programmed_total.load(Ordering::Relaxed);
         if v.is_empty() {
@@ -369,7 +371,8 @@ mod tests {
         assert!(out.contains("vecnet_nat44_sessions 4"), "{out}");
         assert!(out.contains("vecnet_dataplane_applies_total 9"), "{out}");
         assert!(out.ends_with("# EOF\n"), "{out}");
-        let s = m.programming_summary();
+        let s = m.programming_summary(None);
+        assert!(m.programming_summary(Some(1)).contains("last 1 changes"));
         assert!(s.contains("last 2 changes"), "{s}");
         // 3 ms ago, measured now: p50 at least 3 ms.
         let p50: f64 = s

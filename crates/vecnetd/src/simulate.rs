@@ -262,6 +262,17 @@ pub struct Plan {
 
 /// Renders the scenario's node and interfaces as SYSTEM.md section 3 lays out node N.
 pub fn plan(sc: &Scenario) -> Result<Plan> {
+    plan_with_state(sc, None)
+}
+
+/// [`plan`] with the cluster's objects already parsed (the daemon's state): `sc.objects` is
+/// then ignored, which spares a JSON round trip and a copy of every object on each render.
+/// The state is lent, not changed: the local pods' overlay (their interface IPs) is undone
+/// before this returns.
+pub fn plan_with_state(
+    sc: &Scenario,
+    state: Option<&mut vecnet_agent::model::ClusterState>,
+) -> Result<Plan> {
     let ipam_cfg = sc.ipam.clone().unwrap_or_default();
     let ipam = ipam_cfg
         .for_node(sc.node.id)
@@ -424,7 +435,7 @@ pub fn plan(sc: &Scenario) -> Result<Plan> {
         Path::Reject,
     ));
 
-    let warnings = render_objects(sc, &ipam, &mut cfg)?;
+    let warnings = render_objects(sc, state, &ipam, &mut cfg)?;
 
     let mut frames = Vec::new();
     for (k, p) in sc.packets.iter().enumerate() {
@@ -453,6 +464,7 @@ pub fn plan(sc: &Scenario) -> Result<Plan> {
 /// exist as Pod objects even when the scenario does not list them.
 fn render_objects(
     sc: &Scenario,
+    state: Option<&mut vecnet_agent::model::ClusterState>,
     ipam: &vecnet_agent::ipam::NodeIpam,
     cfg: &mut DataplaneConfig,
 ) -> Result<Vec<String>> {
@@ -461,14 +473,26 @@ fn render_objects(
     use vecnet_agent::model::{parse_object, ClusterState, Object};
     use vecnet_agent::render::{render, LocalPod, NodeView};
 
-    let mut state = ClusterState::default();
-    for (k, o) in sc.objects.iter().enumerate() {
-        let obj = parse_object(k, o.clone()).map_err(|e| match e {
-            vecnet_agent::model::ModelError::Invalid { msg, .. } => anyhow!("objects[{k}]: {msg}"),
-            other => anyhow!("objects[{k}]: {other}"),
-        })?;
-        state.apply(obj);
-    }
+    let mut parsed;
+    let state = match state {
+        Some(s) => s,
+        None => {
+            parsed = ClusterState::default();
+            let state = &mut parsed;
+            for (k, o) in sc.objects.iter().enumerate() {
+                let obj = parse_object(k, o.clone()).map_err(|e| match e {
+                    vecnet_agent::model::ModelError::Invalid { msg, .. } => {
+                        anyhow!("objects[{k}]: {msg}")
+                    }
+                    other => anyhow!("objects[{k}]: {other}"),
+                })?;
+                state.apply(obj);
+            }
+            state
+        }
+    };
+    // Pods as they were before the local overlay, restored after the render.
+    let mut saved: Vec<(String, Option<Pod>)> = Vec::new();
     let mut pods = Vec::new();
     let mut warnings = Vec::new();
     for (ic, spec) in cfg.interfaces.iter().zip(&sc.interfaces) {
@@ -477,6 +501,7 @@ fn render_objects(
         };
         let (ns, name) = key.split_once('/').unwrap_or(("default", key.as_str()));
         let key = format!("{ns}/{name}");
+        saved.push((key.clone(), state.pods.get(&key).cloned()));
         let pod = state.pods.entry(key.clone()).or_insert_with(|| Pod {
             metadata: ObjectMeta {
                 name: Some(name.to_string()),
@@ -520,7 +545,17 @@ fn render_objects(
         pods,
         uplinks,
     };
-    let r = render(&state, &view);
+    let r = render(state, &view);
+    for (key, old) in saved.into_iter().rev() {
+        match old {
+            Some(p) => {
+                state.pods.insert(key, p);
+            }
+            None => {
+                state.pods.remove(&key);
+            }
+        }
+    }
     for i in &mut cfg.interfaces {
         match i.kind {
             InterfaceKind::Pod => {
