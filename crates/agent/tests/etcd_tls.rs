@@ -276,3 +276,32 @@ fn source_resyncs_over_tls() {
     drop(rx);
     th.join().unwrap();
 }
+
+/// A server that accepts connections and never answers (a hung etcd, a black-holing proxy):
+/// authenticating gives up after the dial timeout instead of hanging the caller.
+#[test]
+fn authentication_against_a_silent_server_is_bounded() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let conn = EtcdConnection {
+        auth: Some(EtcdAuth {
+            user: "root".into(),
+            password: "pw".into(),
+        }),
+        dial_timeout: Duration::from_millis(500),
+        ..EtcdConnection::new(&[addr.to_string()])
+    };
+    let rt = etcd::runtime().unwrap();
+    let t0 = Instant::now();
+    let r = rt.block_on(etcd::connect(&conn));
+    let took = t0.elapsed();
+    match r {
+        Err(e @ EtcdError::ConnectTimeout(_)) => {
+            assert!(e.to_string().contains("timed out after 500ms"), "{e}")
+        }
+        Err(e) => panic!("expected the dial timeout, got {e}"),
+        Ok(_) => panic!("connected to a server that never answers"),
+    }
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    drop(silent);
+}

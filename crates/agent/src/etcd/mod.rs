@@ -35,6 +35,10 @@ pub enum EtcdError {
     Client(Box<etcd_client::Error>),
     #[error("etcd: request timed out after {0:?}")]
     Timeout(Duration),
+    /// Connecting with authentication (which asks etcd for a token) took longer than the dial
+    /// timeout.
+    #[error("etcd: connecting and authenticating timed out after {0:?}")]
+    ConnectTimeout(Duration),
     #[error("etcd: {0}")]
     Invalid(String),
     /// A connection setting that cannot work (TLS files, endpoints): retrying does not help.
@@ -327,7 +331,7 @@ pub async fn connect(conn: &EtcdConnection) -> Result<Client> {
     )
     .await;
     match (r, &conn.auth) {
-        (Err(_), _) => Err(EtcdError::Timeout(conn.dial_timeout)),
+        (Err(_), _) => Err(EtcdError::ConnectTimeout(conn.dial_timeout)),
         (Ok(Ok(c)), _) => Ok(c),
         // etcd itself answered (its errors start with "etcdserver:") and refused: a wrong user
         // or password, or authentication disabled. Transport failures stay retryable.
