@@ -44,7 +44,9 @@ pub enum EtcdError {
     /// A connection setting that cannot work (TLS files, endpoints): retrying does not help.
     #[error("etcd: {0}")]
     Config(String),
-    /// etcd refused the user name or password (or has authentication disabled).
+    /// etcd answered the authentication with an error: mostly a wrong user or password, or
+    /// authentication not enabled; also transient server states (leader changes), which is why
+    /// callers retry these like other failures.
     #[error("etcd: authenticating as user {user:?}: {detail}")]
     Auth { user: String, detail: String },
 }
