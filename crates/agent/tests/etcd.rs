@@ -12,7 +12,7 @@ use std::time::Duration;
 use etcd_server::EtcdServer;
 use vecnet_agent::etcd::reflector::{desired, Reflector, SyncStats};
 use vecnet_agent::etcd::source::{self, SourceConfig, SourceEvent};
-use vecnet_agent::etcd::{self, Layout, NodeInfo};
+use vecnet_agent::etcd::{self, EtcdConnection, Layout, NodeInfo};
 use vecnet_agent::model::parse_manifests;
 
 fn service(name: &str, ip: &str) -> String {
@@ -38,7 +38,7 @@ fn node_ids_smallest_free_atomic_reused_and_released() {
             std::thread::spawn(move || {
                 let rt = etcd::runtime().unwrap();
                 rt.block_on(async {
-                    let mut c = etcd::connect(&eps).await.unwrap();
+                    let mut c = etcd::connect(&EtcdConnection::new(&eps)).await.unwrap();
                     etcd::allocate_node_id(&mut c, &layout, &format!("node-{i}"))
                         .await
                         .unwrap()
@@ -55,7 +55,7 @@ fn node_ids_smallest_free_atomic_reused_and_released() {
     );
 
     rt.block_on(async {
-        let mut c = etcd::connect(&srv.endpoints()).await.unwrap();
+        let mut c = etcd::connect(&srv.connection()).await.unwrap();
         let claims = etcd::list_claims(&mut c, &layout).await.unwrap();
         assert_eq!(claims.len(), 8);
         let id3 = claims.iter().find(|c| c.id == 3).unwrap().name.clone();
@@ -134,7 +134,7 @@ fn reflector_marks_and_sweeps_and_is_idempotent() {
     let rt = etcd::runtime().unwrap();
     let layout = Layout::new("/r/");
     rt.block_on(async {
-        let mut c = etcd::connect(&srv.endpoints()).await.unwrap();
+        let mut c = etcd::connect(&srv.connection()).await.unwrap();
         // Left over from an earlier reflector: an object that no longer exists, and keys outside
         // k8s/ that the reflector must not touch.
         c.put("/r/k8s/service/gone/namespace/default", "{}", None)
@@ -147,7 +147,7 @@ fn reflector_marks_and_sweeps_and_is_idempotent() {
         let objs =
             parse_manifests(&(service("a", "10.96.0.10") + &service("b", "10.96.0.11"))).unwrap();
         let want = desired(&layout, &objs);
-        let mut r = Reflector::connect(&srv.endpoints(), layout.clone())
+        let mut r = Reflector::connect(&srv.connection(), layout.clone())
             .await
             .unwrap();
         let st = r.sync(&want).await.unwrap();
@@ -163,7 +163,7 @@ fn reflector_marks_and_sweeps_and_is_idempotent() {
         assert!(!r.check().await.unwrap(), "in sync");
 
         // A fresh reflector (a restart) writes nothing: values are compared, not rewritten.
-        let mut r2 = Reflector::connect(&srv.endpoints(), layout.clone())
+        let mut r2 = Reflector::connect(&srv.connection(), layout.clone())
             .await
             .unwrap();
         assert_eq!(
@@ -250,7 +250,7 @@ fn source_resyncs_watches_and_survives_an_etcd_restart() {
     let rt = etcd::runtime().unwrap();
     let layout = Layout::new("/s/");
     let mut refl = rt
-        .block_on(Reflector::connect(&srv.endpoints(), layout.clone()))
+        .block_on(Reflector::connect(&srv.connection(), layout.clone()))
         .unwrap();
     let objs = parse_manifests(&service("a", "10.96.0.10")).unwrap();
     rt.block_on(refl.sync(&desired(&layout, &objs))).unwrap();
@@ -266,7 +266,7 @@ fn source_resyncs_watches_and_survives_an_etcd_restart() {
     };
     let th = source::spawn(
         SourceConfig {
-            endpoints: srv.endpoints(),
+            connection: srv.connection(),
             layout: layout.clone(),
             node: me.clone(),
         },
@@ -298,7 +298,7 @@ fn source_resyncs_watches_and_survives_an_etcd_restart() {
     assert_eq!(seen, ["delete Service default/a", "put default/b"]);
     // The claim exists.
     rt.block_on(async {
-        let mut c = etcd::connect(&srv.endpoints()).await.unwrap();
+        let mut c = etcd::connect(&srv.connection()).await.unwrap();
         let claims = etcd::list_claims(&mut c, &layout).await.unwrap();
         assert_eq!(claims.len(), 1);
         assert_eq!(claims[0].name, "me");

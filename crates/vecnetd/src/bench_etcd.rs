@@ -220,7 +220,9 @@ pub fn run(services: u32, changes: u32) -> Result<String> {
         .map(str::to_string)
         .ok_or_else(|| anyhow!("endpoint"))?;
     let mut client: Client = rt
-        .block_on(vecnet_agent::etcd::connect(std::slice::from_ref(&endpoint)))
+        .block_on(vecnet_agent::etcd::connect(
+            &vecnet_agent::etcd::EtcdConnection::new(std::slice::from_ref(&endpoint)),
+        ))
         .map_err(|e| anyhow!("{e}"))?;
 
     // Bulk.

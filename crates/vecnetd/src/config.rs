@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use vecnet_agent::etcd::{endpoint_host_is_ip, EtcdAuth, EtcdConnection, EtcdTls};
 use vecnet_agent::ipam::IpamConfig;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -89,6 +90,17 @@ impl Default for ManifestsSource {
 pub struct EtcdSource {
     pub endpoints: Vec<String>,
     pub prefix: String,
+    /// Bounds connecting and authenticating (milliseconds).
+    pub dial_timeout_ms: u64,
+    /// Present = TLS (so are `https://` endpoints).
+    pub tls: Option<EtcdTlsSection>,
+    /// etcd user; "" = no authentication.
+    pub username: String,
+    /// The password in a file (its trailing line break ignored), which keeps it out of the
+    /// configuration.
+    pub password_file: Option<PathBuf>,
+    /// The password inline, as Contiv's etcd.conf had it; `passwordFile` is preferred.
+    pub password: String,
 }
 
 impl Default for EtcdSource {
@@ -96,7 +108,113 @@ impl Default for EtcdSource {
         Self {
             endpoints: vec!["127.0.0.1:32379".into()],
             prefix: "/vecnet/".into(),
+            dial_timeout_ms: 5000,
+            tls: None,
+            username: String::new(),
+            password_file: None,
+            password: String::new(),
         }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "camelCase")]
+pub struct EtcdTlsSection {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub server_name: Option<String>,
+}
+
+impl EtcdSource {
+    /// The connection to etcd: reads the password file and checks the TLS files, so a missing
+    /// file stops the start with its name instead of looking like an unreachable etcd.
+    pub fn connection(&self) -> anyhow::Result<EtcdConnection> {
+        let auth = match (&self.password_file, self.username.is_empty()) {
+            (_, true) => None,
+            (Some(f), false) => Some(
+                EtcdAuth::from_password_file(&self.username, f)
+                    .map_err(|e| anyhow::anyhow!("source.etcd.passwordFile: {e}"))?,
+            ),
+            (None, false) => Some(EtcdAuth {
+                user: self.username.clone(),
+                password: self.password.clone(),
+            }),
+        };
+        let conn = EtcdConnection {
+            endpoints: self.endpoints.clone(),
+            tls: self.tls.as_ref().map(|t| EtcdTls {
+                ca_file: t.ca_file.clone(),
+                cert_file: t.cert_file.clone(),
+                key_file: t.key_file.clone(),
+                server_name: t.server_name.clone(),
+            }),
+            auth,
+            dial_timeout: std::time::Duration::from_millis(self.dial_timeout_ms),
+        };
+        conn.check()
+            .map_err(|e| anyhow::anyhow!("source.etcd: {e}"))?;
+        Ok(conn)
+    }
+
+    /// The checks that need no file: pairs of settings, and what TLS needs.
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.endpoints.is_empty() || self.endpoints.iter().any(|x| x.trim().is_empty()) {
+            anyhow::bail!("source.etcd.endpoints: at least one endpoint (host:port) is needed");
+        }
+        if !self.prefix.starts_with('/') {
+            anyhow::bail!("source.etcd.prefix: {:?} must start with '/'", self.prefix);
+        }
+        if self.dial_timeout_ms == 0 {
+            anyhow::bail!("source.etcd.dialTimeoutMs: must be positive");
+        }
+        if self.username.is_empty() {
+            if self.password_file.is_some() || !self.password.is_empty() {
+                anyhow::bail!("source.etcd.username: needed with a password");
+            }
+        } else {
+            match (&self.password_file, self.password.is_empty()) {
+                (Some(_), false) => {
+                    anyhow::bail!("source.etcd: password and passwordFile are exclusive")
+                }
+                (None, true) => anyhow::bail!(
+                    "source.etcd.passwordFile: needed with username {:?}",
+                    self.username
+                ),
+                _ => {}
+            }
+        }
+        let https = self.endpoints.iter().any(|e| e.starts_with("https://"));
+        if self.tls.is_none() && !https {
+            return Ok(());
+        }
+        let tls = self.tls.clone().unwrap_or_default();
+        if let Some(e) = self.endpoints.iter().find(|e| e.starts_with("http://")) {
+            anyhow::bail!("source.etcd.endpoints: {e} is plain http:// but TLS is configured");
+        }
+        if tls.server_name.is_none() {
+            if let Some(e) = self.endpoints.iter().find(|e| endpoint_host_is_ip(e)) {
+                anyhow::bail!(
+                    "source.etcd.tls.serverName: needed because endpoint {e} is an IP address \
+                     (etcd-client 0.8's TLS verifies a DNS name of etcd's certificate)"
+                );
+            }
+        }
+        if tls.ca_file.is_none() {
+            anyhow::bail!("source.etcd.tls.caFile: needed with TLS (no system roots are trusted)");
+        }
+        match (&tls.cert_file, &tls.key_file) {
+            (Some(c), None) => anyhow::bail!(
+                "source.etcd.tls.keyFile: needed with certFile {}",
+                c.display()
+            ),
+            (None, Some(k)) => anyhow::bail!(
+                "source.etcd.tls.certFile: needed with keyFile {}",
+                k.display()
+            ),
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -365,17 +483,7 @@ impl Config {
     fn validate(&self) -> anyhow::Result<()> {
         match self.source.kind.as_str() {
             "manifests" => {}
-            "etcd" => {
-                let e = &self.source.etcd;
-                if e.endpoints.is_empty() || e.endpoints.iter().any(|x| x.trim().is_empty()) {
-                    anyhow::bail!(
-                        "source.etcd.endpoints: at least one endpoint (host:port) is needed"
-                    );
-                }
-                if !e.prefix.starts_with('/') {
-                    anyhow::bail!("source.etcd.prefix: {:?} must start with '/'", e.prefix);
-                }
-            }
+            "etcd" => self.source.etcd.validate()?,
             other => anyhow::bail!(
                 "source.kind: {other:?} is not available in this build (manifests and etcd are)"
             ),
@@ -448,6 +556,75 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("source.kind"), "{e}");
+    }
+
+    #[test]
+    fn etcd_tls_and_auth() {
+        let c = Config::parse(
+            "x",
+            "source:\n  kind: etcd\n  etcd:\n    endpoints: ['https://etcd.kube-system:2379']\n    \
+             dialTimeoutMs: 2500\n    username: vecnet\n    passwordFile: /run/secrets/etcd-pw\n    \
+             tls: {caFile: /etc/vecnet/ca.pem, certFile: /etc/vecnet/c.pem, keyFile: /etc/vecnet/c.key}\n",
+        )
+        .unwrap();
+        let e = &c.source.etcd;
+        let tls = e.tls.as_ref().expect("tls section");
+        assert_eq!(tls.ca_file.as_deref(), Some("/etc/vecnet/ca.pem".as_ref()));
+        assert_eq!(tls.key_file.as_deref(), Some("/etc/vecnet/c.key".as_ref()));
+        assert_eq!(tls.server_name, None);
+        assert_eq!(e.username, "vecnet");
+        assert_eq!(
+            e.password_file.as_deref(),
+            Some("/run/secrets/etcd-pw".as_ref())
+        );
+        assert_eq!(e.dial_timeout_ms, 2500);
+        // The files are read when the connection is made, with their names in the error.
+        let err = e.connection().unwrap_err().to_string();
+        assert!(
+            err.contains("source.etcd.passwordFile") && err.contains("/run/secrets/etcd-pw"),
+            "{err}"
+        );
+
+        let bad = |etcd: &str| {
+            Config::parse("c.yaml", &format!("source: {{kind: etcd, etcd: {etcd}}}"))
+                .unwrap_err()
+                .to_string()
+        };
+        let err = bad("{endpoints: [etcd:2379], tls: {caFile: /ca.pem, certFile: /c.pem}}");
+        assert!(
+            err.contains("source.etcd.tls.keyFile") && err.contains("/c.pem"),
+            "{err}"
+        );
+        let err = bad("{endpoints: [etcd:2379], tls: {caFile: /ca.pem, keyFile: /c.key}}");
+        assert!(err.contains("source.etcd.tls.certFile"), "{err}");
+        let err = bad("{endpoints: ['https://etcd:2379']}");
+        assert!(
+            err.contains("source.etcd.tls.caFile"),
+            "https implies TLS: {err}"
+        );
+        let err = bad("{endpoints: ['10.0.0.5:2379'], tls: {caFile: /ca.pem}}");
+        assert!(err.contains("source.etcd.tls.serverName"), "{err}");
+        let err = bad("{endpoints: ['http://etcd:2379'], tls: {caFile: /ca.pem}}");
+        assert!(err.contains("plain http://"), "{err}");
+        let err = bad("{username: root}");
+        assert!(err.contains("source.etcd.passwordFile"), "{err}");
+        let err = bad("{username: root, password: x, passwordFile: /pw}");
+        assert!(err.contains("exclusive"), "{err}");
+        let err = bad("{passwordFile: /pw}");
+        assert!(err.contains("source.etcd.username"), "{err}");
+        let err = bad("{tls: {caFile: /ca.pem, insecure: true}}");
+        assert!(err.contains("insecure"), "unknown keys are refused: {err}");
+
+        // Inline password (Contiv's etcd.conf had one) and an IP endpoint with a server name.
+        let c = Config::parse(
+            "x",
+            "source: {kind: etcd, etcd: {endpoints: ['10.0.0.5:2379'], username: root, \
+             password: pw, tls: {caFile: /ca.pem, serverName: etcd.local}}}",
+        )
+        .unwrap();
+        assert_eq!(c.source.etcd.password, "pw");
+        let err = c.source.etcd.connection().unwrap_err().to_string();
+        assert!(err.contains("CA file /ca.pem"), "{err}");
     }
 
     #[test]

@@ -1210,6 +1210,7 @@ fn saved_node_id_path(cfg: &Config) -> PathBuf {
 /// etcd answers).
 fn etcd_node_id(cfg: &Config, stop: &AtomicBool) -> Result<u32> {
     let e = &cfg.source.etcd;
+    let conn = e.connection()?;
     let layout = Layout::new(&e.prefix);
     let path = saved_node_id_path(cfg);
     let saved = std::fs::read(&path)
@@ -1225,7 +1226,7 @@ fn etcd_node_id(cfg: &Config, stop: &AtomicBool) -> Result<u32> {
             bail!("stopped while waiting for etcd to allocate the node ID");
         }
         let r = rt.block_on(async {
-            let mut c = etcd::connect(&e.endpoints).await?;
+            let mut c = etcd::connect(&conn).await?;
             etcd::allocate_node_id(&mut c, &layout, &cfg.node_name).await
         });
         match r {
@@ -1242,6 +1243,7 @@ fn etcd_node_id(cfg: &Config, stop: &AtomicBool) -> Result<u32> {
                 return Ok(id);
             }
             Err(etcd::EtcdError::Invalid(m)) => bail!("node ID allocation in etcd: {m}"),
+            Err(err @ etcd::EtcdError::Config(_)) => bail!("{err}"),
             Err(err) => {
                 if let Some(c) = &saved {
                     if start.elapsed() >= Duration::from_secs(5) {
@@ -1281,11 +1283,12 @@ pub fn leave(args: LeaveArgs) -> Result<()> {
         );
     }
     let e = &cfg.source.etcd;
+    let conn = e.connection()?;
     let layout = Layout::new(&e.prefix);
     let rt = etcd::runtime().context("etcd client runtime")?;
     let released = rt
         .block_on(async {
-            let mut c = etcd::connect(&e.endpoints).await?;
+            let mut c = etcd::connect(&conn).await?;
             etcd::release_node(&mut c, &layout, &cfg.node_name).await
         })
         .map_err(|err| anyhow!("{err}"))?;
@@ -1391,7 +1394,7 @@ pub fn run(args: Args) -> Result<()> {
     if etcd_mode {
         let e = &agent.cfg.source.etcd;
         let scfg = SourceConfig {
-            endpoints: e.endpoints.clone(),
+            connection: e.connection()?,
             layout: Layout::new(&e.prefix),
             node: agent.node_info(),
         };

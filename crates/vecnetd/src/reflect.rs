@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use vecnet_agent::etcd::reflector::{desired, Reflector};
-use vecnet_agent::etcd::{self, Layout};
+use vecnet_agent::etcd::{self, EtcdAuth, EtcdConnection, EtcdTls, Layout};
 use vecnet_agent::model::{parse_manifests, Object};
 
 #[derive(clap::Args)]
@@ -21,15 +21,64 @@ pub struct Args {
     /// Directory of `*.yaml`, `*.yml`, `*.json` manifests (multi-document YAML, `kind: List`).
     #[arg(long)]
     pub manifests: PathBuf,
-    /// etcd endpoints, `host:port` or `http://host:port`, comma-separated.
+    /// etcd endpoints, `host:port`, `http://host:port` or `https://host:port`, comma-separated.
     #[arg(long, value_delimiter = ',', required = true)]
     pub etcd: Vec<String>,
+    /// CA (PEM) that signed etcd's certificate; turns on TLS (etcdctl's --cacert).
+    #[arg(long)]
+    pub etcd_cacert: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd's --client-cert-auth (etcdctl's --cert).
+    #[arg(long, requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+    /// The client certificate's key: PKCS#8 or RSA PEM (etcdctl's --key).
+    #[arg(long, requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+    /// DNS name to verify in etcd's certificate; needed when endpoints are IP addresses.
+    #[arg(long)]
+    pub etcd_server_name: Option<String>,
+    /// etcd user name (etcdctl's --user, without the password).
+    #[arg(long, requires = "etcd_password_file")]
+    pub etcd_user: Option<String>,
+    /// File holding the etcd user's password (a trailing line break is ignored).
+    #[arg(long, requires = "etcd_user")]
+    pub etcd_password_file: Option<PathBuf>,
     /// Key prefix.
     #[arg(long, default_value = "/vecnet/")]
     pub prefix: String,
     /// Sync once and exit (non-zero if etcd could not be written).
     #[arg(long)]
     pub once: bool,
+}
+
+impl Args {
+    /// The etcd connection the flags describe; TLS when any TLS flag is given or an endpoint is
+    /// `https://`.
+    fn connection(&self) -> Result<EtcdConnection> {
+        let tls_flags = self.etcd_cacert.is_some()
+            || self.etcd_cert.is_some()
+            || self.etcd_key.is_some()
+            || self.etcd_server_name.is_some();
+        let tls = tls_flags.then(|| EtcdTls {
+            ca_file: self.etcd_cacert.clone(),
+            cert_file: self.etcd_cert.clone(),
+            key_file: self.etcd_key.clone(),
+            server_name: self.etcd_server_name.clone(),
+        });
+        let auth = match (&self.etcd_user, &self.etcd_password_file) {
+            (Some(user), Some(file)) => Some(
+                EtcdAuth::from_password_file(user, file)
+                    .map_err(|e| anyhow::anyhow!("--etcd-password-file: {e}"))?,
+            ),
+            _ => None,
+        };
+        let conn = EtcdConnection {
+            tls,
+            auth,
+            ..EtcdConnection::new(&self.etcd)
+        };
+        conn.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(conn)
+    }
 }
 
 /// The objects of a manifests directory, re-read when a file changes.
@@ -124,8 +173,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     let layout = Layout::new(&args.prefix);
     let rt = etcd::runtime().context("etcd client runtime")?;
+    let conn = args.connection()?;
     let mut refl = rt
-        .block_on(Reflector::connect(&args.etcd, layout.clone()))
+        .block_on(Reflector::connect(&conn, layout.clone()))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut dir = ManifestDir::new(&args.manifests);
     tracing::info!(manifests = %args.manifests.display(), etcd = ?args.etcd, prefix = %layout.prefix(), "reflector started");

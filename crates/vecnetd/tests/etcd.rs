@@ -152,9 +152,11 @@ fn reflected_services_reach_every_agent_and_survive_an_etcd_restart() {
     // A Service left in etcd by an earlier reflector run, for an object that no longer exists.
     let rt = vecnet_agent::etcd::runtime().unwrap();
     rt.block_on(async {
-        let mut c = vecnet_agent::etcd::connect(&etcd.endpoints())
-            .await
-            .unwrap();
+        let mut c = vecnet_agent::etcd::connect(&vecnet_agent::etcd::EtcdConnection::new(
+            &etcd.endpoints(),
+        ))
+        .await
+        .unwrap();
         for v in service_objects(&ServiceSpec {
             name: "stale",
             cluster_ip: stale,

@@ -16,6 +16,7 @@
 pub mod reflector;
 pub mod source;
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use etcd_client::{
@@ -30,12 +31,24 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EtcdError {
-    #[error("etcd: {0}")]
+    #[error("etcd: {}", describe(.0))]
     Client(Box<etcd_client::Error>),
     #[error("etcd: request timed out after {0:?}")]
     Timeout(Duration),
+    /// Connecting with authentication (which asks etcd for a token) took longer than the dial
+    /// timeout.
+    #[error("etcd: connecting and authenticating timed out after {0:?}")]
+    ConnectTimeout(Duration),
     #[error("etcd: {0}")]
     Invalid(String),
+    /// A connection setting that cannot work (TLS files, endpoints): retrying does not help.
+    #[error("etcd: {0}")]
+    Config(String),
+    /// etcd answered the authentication with an error: mostly a wrong user or password, or
+    /// authentication not enabled; also transient server states (leader changes), which is why
+    /// callers retry these like other failures.
+    #[error("etcd: authenticating as user {user:?}: {detail}")]
+    Auth { user: String, detail: String },
 }
 
 impl From<etcd_client::Error> for EtcdError {
@@ -45,6 +58,35 @@ impl From<etcd_client::Error> for EtcdError {
 }
 
 pub type Result<T> = std::result::Result<T, EtcdError>;
+
+/// An etcd-client error with its causes: tonic's transport errors and statuses say only
+/// "transport error" at the top, the reason (connection refused, unknown certificate issuer)
+/// is further down the source chain.
+fn describe(e: &etcd_client::Error) -> String {
+    use std::error::Error as _;
+    let (mut out, mut next) = match e {
+        // "Unknown" is what tonic calls every transport failure: only the message says more.
+        etcd_client::Error::GRpcStatus(st) if st.code() == tonic::Code::Unknown => {
+            (st.message().to_string(), st.source())
+        }
+        etcd_client::Error::GRpcStatus(st) => {
+            (format!("{:?}: {}", st.code(), st.message()), st.source())
+        }
+        etcd_client::Error::TransportError(t) => (t.to_string(), t.source()),
+        other => (other.to_string(), None),
+    };
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        // Statuses repeat their cause's text as their message, and tonic's wrapper says only
+        // "transport error": neither adds anything.
+        let redundant = out.contains(&text) || (text == "transport error" && !out.is_empty());
+        if !redundant {
+            out = format!("{out}: {text}");
+        }
+        next = cause.source();
+    }
+    out
+}
 
 /// A current-thread tokio runtime with I/O and timers, for callers that are not async.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -63,16 +105,248 @@ pub(crate) async fn timed<T>(
     }
 }
 
-/// Connects lazily to `endpoints` (`host:port` or `http://host:port`): the connection is made by
-/// the first request, so this succeeds while etcd is down. HTTP/2 keep-alives detect a dead
-/// server on an idle watch within a few seconds.
-pub async fn connect(endpoints: &[String]) -> Result<Client> {
-    if endpoints.is_empty() {
-        return Err(EtcdError::Invalid("no endpoints".into()));
+/// TLS towards etcd (the `--cacert`, `--cert`, `--key` of etcdctl). The files are PEM and are
+/// read at every connection, so renewed certificates take effect at the next reconnection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// CA that signed etcd's server certificate. Required: this build trusts no system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate, for etcd's `--client-cert-auth`; needs `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's key: PKCS#8 (`BEGIN PRIVATE KEY`) or PKCS#1 RSA.
+    pub key_file: Option<PathBuf>,
+    /// Name to verify in the server certificate instead of the endpoint's host. Needed when
+    /// endpoints are IP addresses: rustls 0.19 (under etcd-client 0.8) verifies DNS names only.
+    pub server_name: Option<String>,
+}
+
+/// etcd user name and password (etcd's `auth enable`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct EtcdAuth {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for EtcdAuth {
+    // The password stays out of logs and panics.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdAuth")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
     }
-    let opts =
+}
+
+impl EtcdAuth {
+    /// The password is the file's content without its trailing line break.
+    pub fn from_password_file(user: &str, path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            EtcdError::Config(format!(
+                "password file {}: cannot read: {e}",
+                path.display()
+            ))
+        })?;
+        let password = text.trim_end_matches(['\n', '\r']);
+        if password.is_empty() {
+            return Err(EtcdError::Config(format!(
+                "password file {} is empty",
+                path.display()
+            )));
+        }
+        Ok(Self {
+            user: user.to_string(),
+            password: password.to_string(),
+        })
+    }
+}
+
+/// Default for [`EtcdConnection::dial_timeout`].
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How to reach etcd: what Contiv's `etcd.conf` described (endpoints, dial timeout, TLS files,
+/// user and password).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdConnection {
+    /// `host:port`, `http://host:port` or `https://host:port`; `https://` implies TLS.
+    pub endpoints: Vec<String>,
+    pub tls: Option<EtcdTls>,
+    pub auth: Option<EtcdAuth>,
+    /// Bounds [`connect`] (which authenticates when `auth` is set; without it the connection is
+    /// made by the first request, bounded by [`REQUEST_TIMEOUT`]).
+    pub dial_timeout: Duration,
+}
+
+impl EtcdConnection {
+    /// Plain HTTP, no authentication.
+    pub fn new(endpoints: &[String]) -> Self {
+        Self {
+            endpoints: endpoints.to_vec(),
+            tls: None,
+            auth: None,
+            dial_timeout: DIAL_TIMEOUT,
+        }
+    }
+
+    /// Whether the connection uses TLS: a `tls` section or an `https://` endpoint.
+    pub fn uses_tls(&self) -> bool {
+        self.tls.is_some() || self.endpoints.iter().any(|e| e.starts_with("https://"))
+    }
+
+    /// Checks the settings and reads the TLS files, as [`connect`] does, without connecting.
+    pub fn check(&self) -> Result<()> {
+        self.tls_options().map(|_| ())
+    }
+
+    /// The TLS options (`None` for plain HTTP) after checking endpoints and files.
+    fn tls_options(&self) -> Result<Option<etcd_client::TlsOptions>> {
+        if self.endpoints.is_empty() {
+            return Err(EtcdError::Config("no endpoints".into()));
+        }
+        if !self.uses_tls() {
+            return Ok(None);
+        }
+        let tls = self.tls.clone().unwrap_or_default();
+        for e in &self.endpoints {
+            if e.starts_with("http://") {
+                return Err(EtcdError::Config(format!(
+                    "endpoint {e} is plain http:// but TLS is configured (use https:// or host:port)"
+                )));
+            }
+            if tls.server_name.is_none() && endpoint_host_is_ip(e) {
+                return Err(EtcdError::Config(format!(
+                    "endpoint {e} is an IP address: TLS needs a server name (a DNS name in etcd's \
+                     certificate), since the TLS library of etcd-client 0.8 verifies DNS names only"
+                )));
+            }
+        }
+        let Some(ca_path) = &tls.ca_file else {
+            return Err(EtcdError::Config(
+                "TLS needs a CA file (etcd's server certificate cannot be verified otherwise: \
+                 no system roots are trusted)"
+                    .into(),
+            ));
+        };
+        let ca = read_pem(ca_path, "CA file")?;
+        let mut store = rustls::RootCertStore::empty();
+        match store.add_pem_file(&mut std::io::Cursor::new(&ca)) {
+            Ok((valid, _)) if valid > 0 => {}
+            _ => {
+                return Err(EtcdError::Config(format!(
+                    "CA file {}: no usable PEM certificate",
+                    ca_path.display()
+                )))
+            }
+        }
+        let mut opts =
+            etcd_client::TlsOptions::new().ca_certificate(etcd_client::Certificate::from_pem(ca));
+        match (&tls.cert_file, &tls.key_file) {
+            (None, None) => {}
+            (Some(c), None) => {
+                return Err(EtcdError::Config(format!(
+                    "client certificate {} has no key file",
+                    c.display()
+                )))
+            }
+            (None, Some(k)) => {
+                return Err(EtcdError::Config(format!(
+                    "key file {} has no client certificate",
+                    k.display()
+                )))
+            }
+            (Some(cert_path), Some(key_path)) => {
+                let cert = read_pem(cert_path, "client certificate")?;
+                let certs = rustls::internal::pemfile::certs(&mut std::io::Cursor::new(&cert));
+                if certs.map_or(true, |c| c.is_empty()) {
+                    return Err(EtcdError::Config(format!(
+                        "client certificate {}: no PEM certificate",
+                        cert_path.display()
+                    )));
+                }
+                let key = read_pem(key_path, "key file")?;
+                check_key(key_path, &key)?;
+                opts = opts.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+        }
+        if let Some(name) = &tls.server_name {
+            opts = opts.domain_name(name.clone());
+        }
+        Ok(Some(opts))
+    }
+}
+
+/// Whether `host:port` (or a URL) names its host by IPv4 or IPv6 address.
+pub fn endpoint_host_is_ip(endpoint: &str) -> bool {
+    let rest = endpoint
+        .strip_prefix("https://")
+        .or_else(|| endpoint.strip_prefix("http://"))
+        .unwrap_or(endpoint);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    if authority.starts_with('[') {
+        return true;
+    }
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+    host.parse::<std::net::IpAddr>().is_ok()
+}
+
+fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| EtcdError::Config(format!("{what} {}: cannot read: {e}", path.display())))
+}
+
+/// The key forms tonic 0.6 loads: PKCS#8 or PKCS#1 RSA.
+fn check_key(path: &Path, pem: &[u8]) -> Result<()> {
+    use rustls::internal::pemfile::{pkcs8_private_keys, rsa_private_keys};
+    let found =
+        |r: std::result::Result<Vec<rustls::PrivateKey>, ()>| r.is_ok_and(|k| !k.is_empty());
+    if found(pkcs8_private_keys(&mut std::io::Cursor::new(pem)))
+        || found(rsa_private_keys(&mut std::io::Cursor::new(pem)))
+    {
+        return Ok(());
+    }
+    let hint = if String::from_utf8_lossy(pem).contains("BEGIN EC PRIVATE KEY") {
+        " (an EC key in SEC1 form: convert it with `openssl pkcs8 -topk8 -nocrypt`)"
+    } else {
+        ""
+    };
+    Err(EtcdError::Config(format!(
+        "key file {}: no PKCS#8 or RSA private key{hint}",
+        path.display()
+    )))
+}
+
+/// Connects to etcd as `conn` describes, with HTTP/2 keep-alives that detect a dead server on
+/// an idle watch within a few seconds. Without authentication the connection is lazy (made by
+/// the first request), so this succeeds while etcd is down; with authentication it asks etcd
+/// for a token first, bounded by `conn.dial_timeout`.
+pub async fn connect(conn: &EtcdConnection) -> Result<Client> {
+    let mut opts =
         ConnectOptions::new().with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
-    Ok(Client::connect(endpoints, Some(opts)).await?)
+    if let Some(tls) = conn.tls_options()? {
+        opts = opts.with_tls(tls);
+    }
+    if let Some(a) = &conn.auth {
+        opts = opts.with_user(a.user.clone(), a.password.clone());
+    }
+    let r = tokio::time::timeout(
+        conn.dial_timeout,
+        Client::connect(&conn.endpoints, Some(opts)),
+    )
+    .await;
+    match (r, &conn.auth) {
+        (Err(_), _) => Err(EtcdError::ConnectTimeout(conn.dial_timeout)),
+        (Ok(Ok(c)), _) => Ok(c),
+        // etcd itself answered (its errors start with "etcdserver:") and refused: a wrong user
+        // or password, or authentication disabled. Transport failures stay retryable.
+        (Ok(Err(etcd_client::Error::GRpcStatus(st))), Some(a))
+            if st.message().starts_with("etcdserver:") =>
+        {
+            Err(EtcdError::Auth {
+                user: a.user.clone(),
+                detail: st.message().to_string(),
+            })
+        }
+        (Ok(Err(e)), _) => Err(e.into()),
+    }
 }
 
 /// The key layout under one prefix (SYSTEM.md 1.3).
@@ -448,6 +722,180 @@ mod tests {
         let back = decode_object(v.as_bytes()).unwrap();
         assert_eq!(back.key(), "default/web");
         assert_eq!(encode_object(&back), v, "encoding is stable");
+    }
+
+    /// A self-signed CA certificate (its key was thrown away); valid until 2126.
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBlDCCATmgAwIBAgIUJsM1tx2bDCVtTkXEgAbwoCPchpQwCgYIKoZIzj0EAwIw
+HjEcMBoGA1UEAwwTdmVjbmV0IHVuaXQtdGVzdCBDQTAgFw0yNjExMjcxODMyMjNa
+GA8yMTI2MTEwMzE4MzIyM1owHjEcMBoGA1UEAwwTdmVjbmV0IHVuaXQtdGVzdCBD
+QTBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABANVFQNHZjyQORRT4QDpSDqp/efW
+go2HhwnScHv3JYjtFjhUSI8uAO9/AES15SRGrFYlatt/diE7meOXpJd233ijUzBR
+MB0GA1UdDgQWBBRR5u2EEeSGkwBZIYXePdt/DNMD/zAfBgNVHSMEGDAWgBRR5u2E
+EeSGkwBZIYXePdt/DNMD/zAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0kA
+MEYCIQCky2mf+HT8KQpumLxfVMJEjr6TsLZAjOhjJj90vFpaUAIhAJbPxzAFwETc
+DY3FYNuIHXdnHe1hup5smZ39YnH0GFq8
+-----END CERTIFICATE-----
+";
+
+    fn tls_conn(endpoint: &str, tls: EtcdTls) -> EtcdConnection {
+        EtcdConnection {
+            tls: Some(tls),
+            ..EtcdConnection::new(&[endpoint.to_string()])
+        }
+    }
+
+    fn config_error(conn: &EtcdConnection) -> String {
+        match conn.check() {
+            Err(e @ EtcdError::Config(_)) => e.to_string(),
+            other => panic!("expected a configuration error for {conn:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tls_settings_are_checked_before_connecting() {
+        let dir = std::env::temp_dir().join(format!("vn-tls-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing-ca.pem");
+        let e = config_error(&tls_conn(
+            "etcd.local:2379",
+            EtcdTls {
+                ca_file: Some(missing.clone()),
+                ..Default::default()
+            },
+        ));
+        assert!(
+            e.contains("CA file") && e.contains(&missing.display().to_string()),
+            "{e}"
+        );
+
+        // tonic would panic on this one (it unwraps rustls' PEM reader): refused here instead.
+        let garbage = dir.join("garbage.pem");
+        std::fs::write(
+            &garbage,
+            "-----BEGIN CERTIFICATE-----\n!!not base64!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let e = config_error(&tls_conn(
+            "etcd.local:2379",
+            EtcdTls {
+                ca_file: Some(garbage.clone()),
+                ..Default::default()
+            },
+        ));
+        assert!(e.contains("no usable PEM certificate"), "{e}");
+
+        let e = config_error(&tls_conn(
+            "etcd.local:2379",
+            EtcdTls {
+                ca_file: Some(garbage.clone()),
+                cert_file: Some("/etc/client.pem".into()),
+                ..Default::default()
+            },
+        ));
+        assert!(e.contains("no usable PEM certificate"), "CA first: {e}");
+
+        let e = config_error(&tls_conn("127.0.0.1:2379", EtcdTls::default()));
+        assert!(e.contains("127.0.0.1:2379 is an IP address"), "{e}");
+        let e = config_error(&tls_conn("http://etcd.local:2379", EtcdTls::default()));
+        assert!(e.contains("plain http://"), "{e}");
+        let e = config_error(&EtcdConnection::new(&["https://etcd.local:2379".into()]));
+        assert!(e.contains("CA file"), "https:// implies TLS: {e}");
+        let e = config_error(&EtcdConnection::new(&[]));
+        assert!(e.contains("no endpoints"), "{e}");
+        assert!(EtcdConnection::new(&["127.0.0.1:2379".into()])
+            .check()
+            .is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn certificate_without_key_names_the_files() {
+        // A CA certificate (public, throwaway) so that the check reaches the client files.
+        let dir = std::env::temp_dir().join(format!("vn-tls-pair-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, TEST_CA).unwrap();
+        let base = EtcdTls {
+            ca_file: Some(ca.clone()),
+            server_name: Some("localhost".into()),
+            ..Default::default()
+        };
+        assert!(tls_conn("127.0.0.1:2379", base.clone()).check().is_ok());
+        let e = config_error(&tls_conn(
+            "127.0.0.1:2379",
+            EtcdTls {
+                cert_file: Some("/etc/vecnet/client.pem".into()),
+                ..base.clone()
+            },
+        ));
+        assert!(e.contains("/etc/vecnet/client.pem has no key file"), "{e}");
+        let e = config_error(&tls_conn(
+            "127.0.0.1:2379",
+            EtcdTls {
+                key_file: Some("/etc/vecnet/client.key".into()),
+                ..base.clone()
+            },
+        ));
+        assert!(
+            e.contains("/etc/vecnet/client.key has no client certificate"),
+            "{e}"
+        );
+        let e = config_error(&tls_conn(
+            "127.0.0.1:2379",
+            EtcdTls {
+                cert_file: Some(ca.clone()),
+                key_file: Some(dir.join("nokey.pem")),
+                ..base
+            },
+        ));
+        assert!(e.contains("key file") && e.contains("nokey.pem"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn sec1_ec_keys_get_a_conversion_hint() {
+        let pem = b"-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----\n";
+        let e = check_key(Path::new("/k.pem"), pem).unwrap_err().to_string();
+        assert!(
+            e.contains("/k.pem") && e.contains("openssl pkcs8 -topk8"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn ip_endpoints() {
+        for (e, ip) in [
+            ("127.0.0.1:2379", true),
+            ("https://10.0.0.1:2379", true),
+            ("[::1]:2379", true),
+            ("https://[fd00::1]:2379/", true),
+            ("etcd.kube-system:2379", false),
+            ("https://localhost:2379", false),
+        ] {
+            assert_eq!(endpoint_host_is_ip(e), ip, "{e}");
+        }
+    }
+
+    #[test]
+    fn password_files() {
+        let dir = std::env::temp_dir().join(format!("vn-etcd-pw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("pw");
+        std::fs::write(&f, "hunter2\r\n").unwrap();
+        let a = EtcdAuth::from_password_file("root", &f).unwrap();
+        assert_eq!(a.password, "hunter2");
+        assert!(!format!("{a:?}").contains("hunter2"), "redacted: {a:?}");
+        std::fs::write(&f, "\n").unwrap();
+        let e = EtcdAuth::from_password_file("root", &f)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is empty"), "{e}");
+        let e = EtcdAuth::from_password_file("root", &dir.join("none"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("password file") && e.contains("none"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

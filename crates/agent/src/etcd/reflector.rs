@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use etcd_client::{Client, GetOptions};
 
-use super::{encode_object, timed, Layout, Result};
+use super::{encode_object, timed, EtcdConnection, Layout, Result};
 use crate::model::Object;
 
 /// The desired content of `<prefix>k8s/`: key → value.
@@ -27,7 +27,10 @@ pub struct SyncStats {
 }
 
 pub struct Reflector {
-    client: Client,
+    conn: EtcdConnection,
+    /// Made at the first request and dropped after an error, so that a new one re-authenticates
+    /// (etcd forgets its simple auth tokens when it restarts).
+    client: Option<Client>,
     layout: Layout,
     /// What `<prefix>k8s/` holds, as far as this reflector knows (after its last sync).
     known: BTreeMap<String, String>,
@@ -36,9 +39,13 @@ pub struct Reflector {
 }
 
 impl Reflector {
-    pub async fn connect(endpoints: &[String], layout: Layout) -> Result<Self> {
+    /// Checks the connection settings (TLS files); the connection itself is made by the first
+    /// sync, so this succeeds while etcd is down.
+    pub async fn connect(conn: &EtcdConnection, layout: Layout) -> Result<Self> {
+        conn.check()?;
         Ok(Self {
-            client: super::connect(endpoints).await?,
+            conn: conn.clone(),
+            client: None,
             layout,
             known: BTreeMap::new(),
             in_sync: false,
@@ -56,6 +63,7 @@ impl Reflector {
         let r = self.sync_inner(want).await;
         if r.is_err() {
             self.in_sync = false;
+            self.client = None;
         }
         r
     }
@@ -68,11 +76,16 @@ impl Reflector {
         if !self.in_sync {
             return Ok(true);
         }
-        let r = timed(self.client.get(
-            self.layout.k8s_prefix(),
-            Some(GetOptions::new().with_prefix().with_count_only()),
-        ))
-        .await;
+        let r = match self.client().await {
+            Ok(mut c) => {
+                timed(c.get(
+                    self.layout.k8s_prefix(),
+                    Some(GetOptions::new().with_prefix().with_count_only()),
+                ))
+                .await
+            }
+            Err(e) => Err(e),
+        };
         match r {
             Ok(resp) => {
                 if usize::try_from(resp.count()).ok() != Some(self.known.len()) {
@@ -82,9 +95,21 @@ impl Reflector {
             }
             Err(e) => {
                 self.in_sync = false;
+                self.client = None;
                 Err(e)
             }
         }
+    }
+
+    /// The client, connecting (and authenticating) first if there is none. Clones share one
+    /// connection.
+    async fn client(&mut self) -> Result<Client> {
+        if let Some(c) = &self.client {
+            return Ok(c.clone());
+        }
+        let c = super::connect(&self.conn).await?;
+        self.client = Some(c.clone());
+        Ok(c)
     }
 
     /// Forces the next [`Reflector::sync`] to be a full one.
@@ -93,8 +118,9 @@ impl Reflector {
     }
 
     async fn sync_inner(&mut self, want: &BTreeMap<String, String>) -> Result<SyncStats> {
+        let mut client = self.client().await?;
         if !self.in_sync {
-            let resp = timed(self.client.get(
+            let resp = timed(client.get(
                 self.layout.k8s_prefix(),
                 Some(GetOptions::new().with_prefix()),
             ))
@@ -120,7 +146,7 @@ impl Reflector {
             .cloned()
             .collect();
         for k in stale {
-            timed(self.client.delete(k.clone(), None)).await?;
+            timed(client.delete(k.clone(), None)).await?;
             self.known.remove(&k);
             st.deleted += 1;
         }
@@ -129,7 +155,7 @@ impl Reflector {
                 st.unchanged += 1;
                 continue;
             }
-            timed(self.client.put(k.clone(), v.clone(), None)).await?;
+            timed(client.put(k.clone(), v.clone(), None)).await?;
             self.known.insert(k.clone(), v.clone());
             st.put += 1;
         }

@@ -14,8 +14,8 @@ use std::time::Duration;
 use etcd_client::{Client, EventType, GetOptions, WatchOptions};
 
 use super::{
-    connect, decode_object, ensure_claim, publish_nodeinfo, timed, EtcdError, Layout, NodeInfo,
-    Result,
+    connect, decode_object, ensure_claim, publish_nodeinfo, timed, EtcdConnection, EtcdError,
+    Layout, NodeInfo, Result,
 };
 use crate::model::{Key, Object};
 
@@ -52,7 +52,9 @@ pub enum SourceEvent {
 /// What the source needs.
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
-    pub endpoints: Vec<String>,
+    /// Endpoints, TLS and authentication; every session connects (and authenticates) anew, so
+    /// an etcd restart that forgot the auth token, or renewed TLS files, are picked up.
+    pub connection: EtcdConnection,
     pub layout: Layout,
     /// This node: its claim is ensured and its `nodeinfo` published on every connection.
     pub node: NodeInfo,
@@ -118,7 +120,7 @@ async fn session(
     sink: &mut (impl FnMut(SourceEvent) -> bool + Send),
     backoff: &mut Duration,
 ) -> Result<()> {
-    let mut client: Client = connect(&cfg.endpoints).await?;
+    let mut client: Client = connect(&cfg.connection).await?;
     let layout = &cfg.layout;
     match ensure_claim(&mut client, layout, cfg.node.id, &cfg.node.name).await {
         Ok(()) => {}

@@ -118,7 +118,9 @@ impl EtcdServer {
         let end = Instant::now() + Duration::from_secs(30);
         loop {
             let r = rt.block_on(async {
-                let mut c = vecnet_agent::etcd::connect(&eps).await?;
+                let mut c =
+                    vecnet_agent::etcd::connect(&vecnet_agent::etcd::EtcdConnection::new(&eps))
+                        .await?;
                 c.get("/health-probe", None)
                     .await
                     .map_err(vecnet_agent::etcd::EtcdError::from)
