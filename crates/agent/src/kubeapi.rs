@@ -6,8 +6,10 @@
 //!   of them (a render never sees Services without their EndpointSlices).
 //! * Then the watch events of every kind, as `Put`/`Delete`, in the order they arrive.
 //! * A kind whose watcher relists (its watch was answered `410 Gone`, or it failed and was
-//!   restarted) is replaced as a whole when the relist completes, and a full `Resync` of all
-//!   kinds follows: an object deleted while the watch was broken disappears.
+//!   restarted) is replaced as a whole when the relist completes, and once no kind that failed
+//!   is still waiting for its relist, a full `Resync` of all kinds follows: an object deleted
+//!   while the watch was broken disappears. Changes of kinds that are watching go on as
+//!   `Put`/`Delete` meanwhile.
 //! * Errors are reported as `Disconnected` with the delay before that kind's next attempt
 //!   (200 ms doubling to 3 s, as the etcd source); the consumer keeps its last state meanwhile.
 //!
@@ -317,6 +319,8 @@ struct KindState {
     /// Objects of a relist in progress; they replace `objects` when it completes.
     relist: Option<BTreeMap<Key, Object>>,
     listed: bool,
+    /// Failed and not relisted since: a snapshot now would still hold what the failure hid.
+    stale: bool,
 }
 
 /// The source's own store of every kind, from which snapshots are cut.
@@ -345,7 +349,10 @@ impl Snapshot {
             Msg::InitDone => {
                 k.objects = k.relist.take().unwrap_or_default();
                 k.listed = true;
-                if self.kinds.iter().all(|k| k.listed) {
+                k.stale = false;
+                // After an outage every kind relists; one snapshot when the last one is done,
+                // not one per kind.
+                if self.kinds.iter().all(|k| k.listed && !k.stale) {
                     self.started = true;
                     Some(self.resync())
                 } else {
@@ -371,6 +378,7 @@ impl Snapshot {
             Msg::Failed { error, retry_in } => {
                 // The restarted watcher relists; a half-received list is worthless.
                 k.relist = None;
+                k.stale = true;
                 Some(SourceEvent::Disconnected { error, retry_in })
             }
         }
@@ -432,7 +440,19 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        // Relist of Services without `b`: the snapshot drops it.
+        // Two kinds fail; one snapshot once both have relisted, without Service `b`.
+        for i in [2, 3] {
+            let failed = Msg::Failed {
+                error: "410".into(),
+                retry_in: BACKOFF_MIN,
+            };
+            assert!(matches!(
+                s.on(i, failed),
+                Some(SourceEvent::Disconnected { .. })
+            ));
+        }
+        assert!(s.on(2, Msg::Init).is_none());
+        assert!(s.on(2, Msg::InitDone).is_none(), "Services still stale");
         assert!(s.on(3, Msg::Init).is_none());
         assert!(s.on(3, Msg::InitApply(svc("a", "11"))).is_none());
         match s.on(3, Msg::InitDone) {
