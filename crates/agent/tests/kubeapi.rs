@@ -267,8 +267,8 @@ fn watch_changes_arrive_in_order() {
     let server = populated();
     let src = Source::start(&server.url());
     assert!(resync_objects(&src.next_data("resync")).is_some());
-    // All six watches must be open, or the changes below would be folded into... nothing: the
-    // watcher lists once, so events after the list reach it only through its watch.
+    // With the watches open the changes below travel as live watch events (not as the replay
+    // of a watch that starts after them), which is the path under test.
     assert!(server.wait_for(WAIT, |s| s.open_watches() == 6));
 
     let rv_add = server.apply(service("db", 5432));
