@@ -9,6 +9,7 @@ pub mod cni;
 pub mod control;
 pub mod etcd;
 pub mod ipam;
+pub mod kubeapi;
 pub mod model;
 pub mod policy;
 pub mod render;

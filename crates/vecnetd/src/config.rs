@@ -52,8 +52,8 @@ impl Default for Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default, rename_all = "camelCase")]
 pub struct Source {
-    /// `manifests` (a directory) or `etcd` (docs/etcd.md); `kube` comes with the Kubernetes API
-    /// work.
+    /// `manifests` (a directory), `etcd` (docs/etcd.md) or `kube` (the Kubernetes API,
+    /// docs/kubernetes.md).
     pub kind: String,
     pub manifests: ManifestsSource,
     pub etcd: EtcdSource,
@@ -221,7 +221,11 @@ impl EtcdSource {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default, rename_all = "camelCase")]
 pub struct KubeSource {
+    /// A kubeconfig file; "" = the in-cluster service account (`KUBERNETES_SERVICE_HOST` set),
+    /// else kube's default (`$KUBECONFIG`, `~/.kube/config`).
     pub kubeconfig: String,
+    /// A kubeconfig context other than the current one; "" = the current one.
+    pub context: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -470,7 +474,7 @@ impl Config {
                 .map(|h| h.trim().to_string())
                 .unwrap_or_else(|_| "node1".into());
         }
-        // Node ID 0 = allocate in etcd (etcd mode) or 1 (manifests).
+        // Node ID 0 = allocate in etcd (etcd mode) or 1 (manifests, kube).
         if c.ipam.node_id == 0 && c.source.kind != "etcd" {
             c.ipam.node_id = 1;
         }
@@ -484,8 +488,16 @@ impl Config {
         match self.source.kind.as_str() {
             "manifests" => {}
             "etcd" => self.source.etcd.validate()?,
+            "kube" => {
+                if self.source.kube.kubeconfig.trim() != self.source.kube.kubeconfig {
+                    anyhow::bail!(
+                        "source.kube.kubeconfig: {:?} has leading or trailing blanks",
+                        self.source.kube.kubeconfig
+                    );
+                }
+            }
             other => anyhow::bail!(
-                "source.kind: {other:?} is not available in this build (manifests and etcd are)"
+                "source.kind: {other:?} is not available in this build (manifests, etcd and kube are)"
             ),
         }
         self.interfaces
@@ -552,10 +564,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("source.etcd.endpoints"), "{e}");
-        let e = Config::parse("x", "source: {kind: kube}")
+        let e = Config::parse("x", "source: {kind: consul}")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("source.kind"), "{e}");
+        assert!(e.contains("source.kind") && e.contains("consul"), "{e}");
+    }
+
+    #[test]
+    fn kube_source() {
+        let c = Config::parse(
+            "x",
+            "source: {kind: kube, kube: {kubeconfig: /etc/vecnet/kubeconfig, context: prod}}",
+        )
+        .unwrap();
+        assert_eq!(c.source.kind, "kube");
+        assert_eq!(c.source.kube.kubeconfig, "/etc/vecnet/kubeconfig");
+        assert_eq!(c.source.kube.context, "prod");
+        assert_eq!(c.ipam.node_id, 1, "node ID from config, 0 means 1");
+        let c = Config::parse("x", "source: {kind: kube}\nipam: {nodeID: 3}").unwrap();
+        assert_eq!(c.source.kube.kubeconfig, "", "in-cluster or inferred");
+        assert_eq!(c.ipam.node_id, 3);
+        let e = Config::parse("x", "source: {kind: kube, kube: {kubeconfig: ' /x'}}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("source.kube.kubeconfig"), "{e}");
+        let e = Config::parse("x", "source: {kind: kube, kube: {token: x}}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("source.kube") && e.contains("token"), "{e}");
     }
 
     #[test]

@@ -902,8 +902,33 @@ impl Agent {
     }
 
     fn source_line(&self) -> String {
+        let kube = &self.cfg.source.kube;
+        let kube_at = || {
+            let at = if kube.kubeconfig.is_empty() {
+                "in-cluster".to_string()
+            } else {
+                kube.kubeconfig.clone()
+            };
+            if kube.context.is_empty() {
+                format!("kube {at}")
+            } else {
+                format!("kube {at} context {}", kube.context)
+            }
+        };
         match &self.etcd {
+            None if self.cfg.source.kind == "kube" => format!("{} (connecting)", kube_at()),
             None => format!("manifests {}", self.cfg.source.manifests.dir.display()),
+            // The kube source reports through the same status as etcd (events and states).
+            Some(st) if self.cfg.source.kind == "kube" => {
+                let state = if st.connected {
+                    format!("synced, resourceVersion {}", st.revision)
+                } else if let Some(err) = &st.last_error {
+                    format!("unreachable, keeping the last state: {err}")
+                } else {
+                    "connecting".to_string()
+                };
+                format!("{} ({state})", kube_at())
+            }
             Some(st) => {
                 let e = &self.cfg.source.etcd;
                 let state = if st.connected {
@@ -1375,6 +1400,7 @@ pub fn run(args: Args) -> Result<()> {
             .context("installing signal handlers")?;
     }
     let etcd_mode = cfg.source.kind == "etcd";
+    let kube_mode = cfg.source.kind == "kube";
     if etcd_mode && cfg.ipam.node_id == 0 {
         cfg.ipam.node_id = etcd_node_id(&cfg, &stop)?;
     }
@@ -1404,6 +1430,20 @@ pub fn run(args: Args) -> Result<()> {
                 stx.send(AgentMsg::Source(Box::new(ev))).is_ok()
             })
             .context("starting the etcd source thread")?,
+        );
+    } else if kube_mode {
+        // Same channel and events as the etcd source; the node ID comes from the config.
+        let k = &agent.cfg.source.kube;
+        let kcfg = vecnet_agent::kubeapi::KubeSourceConfig {
+            kubeconfig: (!k.kubeconfig.is_empty()).then(|| PathBuf::from(&k.kubeconfig)),
+            context: (!k.context.is_empty()).then(|| k.context.clone()),
+        };
+        let stx = tx.clone();
+        source_thread = Some(
+            vecnet_agent::kubeapi::spawn(kcfg, Arc::clone(&stop), move |ev| {
+                stx.send(AgentMsg::Source(Box::new(ev))).is_ok()
+            })
+            .context("starting the Kubernetes API source thread")?,
         );
     } else {
         agent.rescan_manifests();
@@ -1502,7 +1542,7 @@ pub fn run(args: Args) -> Result<()> {
                 tracing::error!("render: {e:#}");
             }
         }
-        if !etcd_mode && last_scan.elapsed() >= Duration::from_secs(1) {
+        if !etcd_mode && !kube_mode && last_scan.elapsed() >= Duration::from_secs(1) {
             last_scan = Instant::now();
             if agent.rescan_manifests() {
                 tracing::info!("manifests changed: re-rendering");

@@ -36,8 +36,8 @@ enum Command {
     /// The seed's flow for real, in namespaces of its own (root): curl from a pod to a Service
     /// whose endpoint is in the host network stack, with the trace.
     Demo(demo::Args),
-    /// The reflector (KSR role): keep the objects of a manifests directory in etcd, with
-    /// mark-and-sweep at start (docs/etcd.md).
+    /// The reflector (KSR role): keep the objects of a manifests directory or of the Kubernetes
+    /// API in etcd, with mark-and-sweep at start (docs/etcd.md, docs/kubernetes.md).
     Reflect(reflect::Args),
     /// Leave the cluster: release this node's ID in etcd and delete its nodeinfo.
     Leave(daemon::LeaveArgs),

@@ -1,26 +1,46 @@
-//! `vecnetd reflect`: the reflector (Contiv's KSR role, SYSTEM.md 1.3; docs/etcd.md). It keeps
-//! `<prefix>k8s/` in etcd equal to the objects of a manifests directory: a full sync with
-//! mark-and-sweep at start (keys of objects that no longer exist are deleted), then the changes
-//! as the directory changes. A file that fails to parse keeps its previous objects (a typo never
-//! deletes a Service cluster-wide). etcd down: it retries with back-off and does a full sync
-//! when etcd answers again. The Kubernetes API feed comes later.
+//! `vecnetd reflect`: the reflector (Contiv's KSR role, SYSTEM.md 1.3; docs/etcd.md,
+//! docs/kubernetes.md). It keeps `<prefix>k8s/` in etcd equal to the objects of its input: a
+//! manifests directory, or the Kubernetes API (watchers of `vecnet_agent::kubeapi`). A full sync
+//! with mark-and-sweep at start and after every resync of the input (keys of objects that no
+//! longer exist are deleted), then the changes as they come. A manifest file that fails to parse
+//! keeps its previous objects (a typo never deletes a Service cluster-wide); nothing is written
+//! from the Kubernetes API before its first complete snapshot (a half-listed cluster would sweep
+//! live objects). etcd down: it retries with back-off and does a full sync when etcd answers
+//! again; the Kubernetes API down: etcd keeps the last state until the watchers relist.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use vecnet_agent::etcd::reflector::{desired, Reflector};
+use vecnet_agent::etcd::source::SourceEvent;
 use vecnet_agent::etcd::{self, EtcdAuth, EtcdConnection, EtcdTls, Layout};
-use vecnet_agent::model::{parse_manifests, Object};
+use vecnet_agent::kubeapi::{self, KubeSourceConfig};
+use vecnet_agent::model::{parse_manifests, Key, Object};
 
 #[derive(clap::Args)]
+#[command(group(
+    clap::ArgGroup::new("input")
+        .required(true)
+        .args(["manifests", "kubeconfig", "in_cluster"])
+))]
 pub struct Args {
     /// Directory of `*.yaml`, `*.yml`, `*.json` manifests (multi-document YAML, `kind: List`).
     #[arg(long)]
-    pub manifests: PathBuf,
+    pub manifests: Option<PathBuf>,
+    /// Watch the Kubernetes API described by this kubeconfig file.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Watch the Kubernetes API with the in-cluster service account (or, outside a cluster,
+    /// kube's default: `$KUBECONFIG`, `~/.kube/config`).
+    #[arg(long)]
+    pub in_cluster: bool,
+    /// kubeconfig context to use instead of the current one.
+    #[arg(long, conflicts_with = "manifests")]
+    pub context: Option<String>,
     /// etcd endpoints, `host:port`, `http://host:port` or `https://host:port`, comma-separated.
     #[arg(long, value_delimiter = ',', required = true)]
     pub etcd: Vec<String>,
@@ -161,6 +181,119 @@ impl ManifestDir {
     }
 }
 
+/// The Kubernetes API as seen through the kube source thread.
+struct KubeInput {
+    rx: mpsc::Receiver<SourceEvent>,
+    objects: BTreeMap<(&'static str, Key), Object>,
+    /// Whether the first complete snapshot arrived (nothing is written before).
+    snapshot: bool,
+    /// Whether the last event said the API was unreachable (logged once per outage).
+    down: bool,
+}
+
+/// What the reflector mirrors.
+enum Input {
+    Dir(ManifestDir),
+    Kube(KubeInput),
+}
+
+/// What the input asks of the next sync.
+#[derive(Default)]
+struct Changes {
+    changed: bool,
+    /// The input was resynced: sweep etcd against it.
+    full: bool,
+}
+
+impl Input {
+    /// Picks up what changed, waiting up to `wait` for the Kubernetes API to say something.
+    fn poll(&mut self, wait: Duration) -> Result<Changes> {
+        let k = match self {
+            Input::Dir(dir) => {
+                std::thread::sleep(wait);
+                return Ok(Changes {
+                    changed: dir.rescan(),
+                    full: false,
+                });
+            }
+            Input::Kube(k) => k,
+        };
+        let mut out = Changes::default();
+        let mut next = match k.rx.recv_timeout(wait) {
+            Ok(ev) => Some(ev),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                anyhow::bail!("the Kubernetes API source stopped")
+            }
+        };
+        while let Some(ev) = next {
+            k.on(ev, &mut out);
+            next = k.rx.try_recv().ok();
+        }
+        Ok(out)
+    }
+
+    /// Whether the input is complete enough to be written.
+    fn ready(&self) -> bool {
+        match self {
+            Input::Dir(_) => true,
+            Input::Kube(k) => k.snapshot,
+        }
+    }
+
+    fn all(&self) -> Vec<Object> {
+        match self {
+            Input::Dir(d) => d.all(),
+            Input::Kube(k) => k.objects.values().cloned().collect(),
+        }
+    }
+}
+
+impl KubeInput {
+    fn on(&mut self, ev: SourceEvent, out: &mut Changes) {
+        match ev {
+            SourceEvent::Resync {
+                objects, revision, ..
+            } => {
+                self.objects = objects
+                    .into_iter()
+                    .map(|o| ((o.kind(), o.key()), o))
+                    .collect();
+                if self.down || !self.snapshot {
+                    tracing::info!(
+                        objects = self.objects.len(),
+                        revision,
+                        "Kubernetes API listed: full sync"
+                    );
+                }
+                self.snapshot = true;
+                self.down = false;
+                out.changed = true;
+                out.full = true;
+            }
+            SourceEvent::Put { object, .. } => {
+                self.objects.insert((object.kind(), object.key()), object);
+                out.changed = true;
+            }
+            SourceEvent::Delete { kind, key, .. } => {
+                out.changed |= self.objects.remove(&(kind, key)).is_some();
+            }
+            SourceEvent::Disconnected { error, retry_in } => {
+                if self.down {
+                    tracing::debug!("Kubernetes API: {error} (next attempt in {retry_in:?})");
+                } else {
+                    tracing::warn!(
+                        "Kubernetes API: {error}; etcd keeps the last state, retrying (next in {retry_in:?})"
+                    );
+                    self.down = true;
+                }
+            }
+            SourceEvent::Invalid(e) => tracing::warn!("Kubernetes API: {e}"),
+            SourceEvent::NodePut(_) | SourceEvent::NodeDelete(_) => {}
+        }
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
     crate::init_logging();
     let stop = Arc::new(AtomicBool::new(false));
@@ -177,17 +310,53 @@ pub fn run(args: Args) -> Result<()> {
     let mut refl = rt
         .block_on(Reflector::connect(&conn, layout.clone()))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut dir = ManifestDir::new(&args.manifests);
-    tracing::info!(manifests = %args.manifests.display(), etcd = ?args.etcd, prefix = %layout.prefix(), "reflector started");
+    let mut input = match &args.manifests {
+        Some(dir) => {
+            tracing::info!(manifests = %dir.display(), etcd = ?args.etcd, prefix = %layout.prefix(), "reflector started");
+            Input::Dir(ManifestDir::new(dir))
+        }
+        None => {
+            if let Some(p) = &args.kubeconfig {
+                // A mistyped path is an operator error, not an outage to wait out.
+                std::fs::metadata(p).with_context(|| format!("--kubeconfig {}", p.display()))?;
+            }
+            let cfg = KubeSourceConfig {
+                kubeconfig: args.kubeconfig.clone(),
+                context: args.context.clone(),
+            };
+            let (tx, rx) = mpsc::channel();
+            // Not joined: it sees `stop` within 250 ms, and the process exits anyway.
+            kubeapi::spawn(cfg, Arc::clone(&stop), move |ev| tx.send(ev).is_ok())
+                .context("starting the Kubernetes API source thread")?;
+            tracing::info!(kubeconfig = ?args.kubeconfig, context = ?args.context, etcd = ?args.etcd, prefix = %layout.prefix(), "reflector started on the Kubernetes API");
+            Input::Kube(KubeInput {
+                rx,
+                objects: BTreeMap::new(),
+                snapshot: false,
+                down: false,
+            })
+        }
+    };
 
     let mut pending = true;
     let mut failing = false;
     let mut backoff = Duration::from_millis(200);
     let mut next_try = Instant::now();
     let mut next_check = Instant::now() + Duration::from_secs(3);
+    let mut wait = Duration::ZERO;
     while !stop.load(Ordering::Relaxed) {
-        if dir.rescan() {
-            pending = true;
+        let ch = match input.poll(wait) {
+            // The source thread ends on `stop` too: that is no failure.
+            Err(_) if stop.load(Ordering::Relaxed) => break,
+            r => r?,
+        };
+        wait = Duration::from_millis(200);
+        if ch.full {
+            refl.invalidate();
+        }
+        pending |= ch.changed;
+        if !input.ready() {
+            continue;
         }
         let now = Instant::now();
         if !pending && now >= next_check {
@@ -208,7 +377,7 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
         if pending && now >= next_try {
-            let objects = dir.all();
+            let objects = input.all();
             let want = desired(&layout, &objects);
             match rt.block_on(refl.sync(&want)) {
                 Ok(st) => {
@@ -247,7 +416,6 @@ pub fn run(args: Args) -> Result<()> {
         if args.once && !pending {
             break;
         }
-        std::thread::sleep(Duration::from_millis(200));
     }
     Ok(())
 }
