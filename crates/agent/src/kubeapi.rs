@@ -34,8 +34,8 @@ use kube::Resource;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 
-use crate::etcd::source::SourceEvent;
 use crate::model::{Key, Object};
+use crate::source::SourceEvent;
 
 /// Where the API server is and how to authenticate.
 #[derive(Debug, Clone, Default)]

@@ -14,3 +14,4 @@ pub mod model;
 pub mod policy;
 pub mod render;
 pub mod service;
+pub mod source;

@@ -8,9 +8,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use vecnet_agent::etcd::source::SourceEvent;
 use vecnet_agent::kubeapi::{self, KubeSourceConfig};
 use vecnet_agent::model::Object;
+use vecnet_agent::source::SourceEvent;
 use vecnet_testsupport::fake_apiserver::FakeApiServer;
 
 const WAIT: Duration = Duration::from_secs(10);

@@ -490,6 +490,11 @@ impl Agent {
     /// Applies one event of the etcd source; returns whether the objects changed (a render is
     /// due).
     fn on_source(&mut self, ev: SourceEvent) -> bool {
+        let src = if self.cfg.source.kind == "kube" {
+            "Kubernetes API"
+        } else {
+            "etcd"
+        };
         match &ev {
             SourceEvent::Resync { .. } => {
                 self.metrics.source_resyncs.inc();
@@ -558,21 +563,21 @@ impl Agent {
                         revision,
                         objects = n,
                         nodes = self.nodes.len(),
-                        "etcd reachable again: resynced"
+                        "{src} reachable again: resynced"
                     );
                 } else {
                     tracing::info!(
                         revision,
                         objects = n,
                         nodes = self.nodes.len(),
-                        "etcd resync"
+                        "{src} resync"
                     );
                 }
                 true
             }
             SourceEvent::Put { object, revision } => {
                 st.revision = st.revision.max(revision);
-                tracing::debug!(kind = object.kind(), key = %object.key(), revision, "etcd: put");
+                tracing::debug!(kind = object.kind(), key = %object.key(), revision, "{src}: put");
                 self.state.apply(object);
                 true
             }
@@ -582,7 +587,7 @@ impl Agent {
                 revision,
             } => {
                 st.revision = st.revision.max(revision);
-                tracing::debug!(kind, key = %key, revision, "etcd: delete");
+                tracing::debug!(kind, key = %key, revision, "{src}: delete");
                 self.state.remove(kind, &key)
             }
             SourceEvent::NodePut(n) => {
@@ -602,11 +607,11 @@ impl Agent {
             SourceEvent::Disconnected { error, retry_in } => {
                 if st.connected || (st.resyncs == 0 && st.last_error.is_none()) {
                     tracing::warn!(
-                        "etcd unreachable ({error}): the data plane keeps forwarding on the last state; retrying (next in {retry_in:?}, then every <= 3 s)"
+                        "{src} unreachable ({error}): the data plane keeps forwarding on the last state; retrying (next in {retry_in:?}, then every <= 3 s)"
                     );
                 } else {
                     tracing::debug!(
-                        "etcd still unreachable ({error}); next attempt in {retry_in:?}"
+                        "{src} still unreachable ({error}); next attempt in {retry_in:?}"
                     );
                 }
                 st.connected = false;

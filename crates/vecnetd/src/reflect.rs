@@ -16,10 +16,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use vecnet_agent::etcd::reflector::{desired, Reflector};
-use vecnet_agent::etcd::source::SourceEvent;
 use vecnet_agent::etcd::{self, EtcdAuth, EtcdConnection, EtcdTls, Layout};
 use vecnet_agent::kubeapi::{self, KubeSourceConfig};
 use vecnet_agent::model::{parse_manifests, Key, Object};
+use vecnet_agent::source::SourceEvent;
 
 #[derive(clap::Args)]
 #[command(group(

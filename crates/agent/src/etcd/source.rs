@@ -17,37 +17,9 @@ use super::{
     connect, decode_object, ensure_claim, publish_nodeinfo, timed, EtcdConnection, EtcdError,
     Layout, NodeInfo, Result,
 };
-use crate::model::{Key, Object};
+use crate::model::Object;
 
-/// What the source tells the agent.
-#[derive(Debug, Clone)]
-#[allow(clippy::large_enum_variant)]
-pub enum SourceEvent {
-    /// The whole state at `revision`: replaces everything known before.
-    Resync {
-        objects: Vec<Object>,
-        nodes: Vec<NodeInfo>,
-        revision: i64,
-        /// Values under `k8s/` that could not be parsed: `key: reason`.
-        errors: Vec<String>,
-    },
-    /// An object was created or changed.
-    Put { object: Object, revision: i64 },
-    /// An object was deleted; `kind` as [`Object::kind`] names it.
-    Delete {
-        kind: &'static str,
-        key: Key,
-        revision: i64,
-    },
-    /// A node published or changed its `nodeinfo`.
-    NodePut(NodeInfo),
-    /// A node's `nodeinfo` was deleted (the node left).
-    NodeDelete(String),
-    /// A value that could not be parsed (the object is ignored): `key: reason`.
-    Invalid(String),
-    /// etcd could not be reached or the watch broke; the next attempt is in `retry_in`.
-    Disconnected { error: String, retry_in: Duration },
-}
+pub use crate::source::SourceEvent;
 
 /// What the source needs.
 #[derive(Debug, Clone)]
