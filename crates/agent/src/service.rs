@@ -83,6 +83,8 @@ pub struct ServiceNode {
     pub other_node_ips: Vec<Ipv4Addr>,
     /// Addresses of internal origin besides the pod CIDR (host IPs, host-link IPs, node IPs).
     pub internal_ips: Vec<Ipv4Addr>,
+    /// The host stack's own addresses: the host link's Linux side and the host IPs.
+    pub host_stack_ips: Vec<Ipv4Addr>,
     /// Weight of a node-local endpoint (remote ones weigh 1). 0 is treated as 1.
     pub local_endpoint_weight: u32,
 }
@@ -99,6 +101,7 @@ impl ServiceNode {
             nodeport_ips: own.clone(),
             other_node_ips: Vec::new(),
             internal_ips: [own, vec![ipam.host_vpp_ip]].concat(),
+            host_stack_ips: vec![ipam.host_linux_ip],
             local_endpoint_weight: 1,
         }
     }
@@ -109,6 +112,7 @@ impl ServiceNode {
         for ip in ips {
             push_unique(&mut self.nodeport_ips, ip);
             push_unique(&mut self.internal_ips, ip);
+            push_unique(&mut self.host_stack_ips, ip);
         }
         self
     }
@@ -283,6 +287,13 @@ pub fn nat_config(render: &ServiceRender, node: &ServiceNode) -> NatConfig {
         pool,
         twice_nat_pool: vec![ipam.nat_loopback],
         internal_prefixes,
+        host_addresses: node
+            .host_stack_ips
+            .iter()
+            .copied()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
         forwarding: true,
         ..NatConfig::default()
     }

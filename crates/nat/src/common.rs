@@ -146,10 +146,12 @@ pub fn create_for_mapping(
         return MappingOutcome::Reject;
     };
     let backend = u32::from(b.ip);
-    // Hairpin (the client reaches itself) and external-origin ETP=Cluster traffic are
-    // source-translated to the NAT loopback so that replies come back through this node.
-    let mut twice =
-        (!internal && cm.m.twice_nat_external) || (cm.m.self_twice_nat && backend == p.key.src);
+    // Hairpin (the client reaches itself, or the host stack reaches one of its own addresses)
+    // and external-origin ETP=Cluster traffic are source-translated to the NAT loopback so
+    // that replies come back through this node.
+    let hairpin =
+        backend == p.key.src || (t.is_host_address(backend) && t.is_host_address(p.key.src));
+    let mut twice = (!internal && cm.m.twice_nat_external) || (cm.m.self_twice_nat && hairpin);
     for _ in 0..2 {
         let (src, sport) = if twice {
             match twice_nat_source(st, t, p.key, backend, b.port, now_ns) {

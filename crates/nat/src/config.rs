@@ -128,6 +128,10 @@ pub struct NatConfig {
     pub twice_nat_pool: Vec<Ipv4Addr>,
     /// Sources of internal origin: the pod CIDR, this node's host, host-link and node IPs.
     pub internal_prefixes: Vec<(Ipv4Addr, u8)>,
+    /// The host stack's own addresses (host IPs, the host link's Linux side). A connection
+    /// from one of them to a backend that is one of them is a hairpin too: the host would
+    /// answer itself directly, so the source is translated to the twice-NAT pool.
+    pub host_addresses: Vec<Ipv4Addr>,
     pub timeouts: NatTimeouts,
     /// Session table size per worker.
     pub max_sessions: u32,
@@ -145,6 +149,7 @@ impl Default for NatConfig {
             pool: Vec::new(),
             twice_nat_pool: Vec::new(),
             internal_prefixes: Vec::new(),
+            host_addresses: Vec::new(),
             timeouts: NatTimeouts::default(),
             max_sessions: 1 << 20,
             reserved_for_control: 5,

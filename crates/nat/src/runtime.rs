@@ -102,6 +102,7 @@ pub struct NatTables {
     internal: Vec<(u32, u32)>,
     pool: Vec<u32>,
     pub twice_pool: Vec<u32>,
+    host: Vec<u32>,
     /// Distinguishes one build from the next (workers purge UDP sessions on change).
     pub generation: u64,
 }
@@ -172,6 +173,11 @@ impl NatTables {
                 .iter()
                 .map(|&a| u32::from(a))
                 .collect(),
+            host: config
+                .host_addresses
+                .iter()
+                .map(|&a| u32::from(a))
+                .collect(),
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
         }
     }
@@ -198,6 +204,12 @@ impl NatTables {
     #[inline]
     pub fn is_pool_address(&self, ip: u32) -> bool {
         self.pool.contains(&ip)
+    }
+
+    /// One of the host stack's own addresses (a handful: a scan is cheapest).
+    #[inline]
+    pub fn is_host_address(&self, ip: u32) -> bool {
+        self.host.contains(&ip)
     }
 
     /// Internal origin: pods, this node's host stack (SYSTEM.md 6.2).

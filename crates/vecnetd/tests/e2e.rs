@@ -274,6 +274,45 @@ fn pod_to_host_and_host_to_pod() {
     node.finish();
 }
 
+/// The host stack reaches a Service whose endpoint is the host stack itself (kube-proxy handles
+/// this in the host's OUTPUT chain): the source is translated to the NAT loopback, otherwise the
+/// host would answer itself directly and the connection would never complete.
+#[test]
+fn host_to_a_service_with_a_host_endpoint() {
+    if !preflight(&[("curl", "curl")]) {
+        return;
+    }
+    let mut node = Node::start("host-svc-host", shared_slot());
+    let host = node.host_ns.clone();
+    node.serve_http(&host, v4(HOST_IP, 8080), "host");
+    let vip = Ipv4Addr::new(10, 96, 0, 70);
+    node.write_manifest(
+        "hostsvc.json",
+        &service_objects(&ServiceSpec {
+            name: "hostsvc",
+            cluster_ip: vip,
+            protocol: "TCP",
+            port: 80,
+            target_port: 8080,
+            node_port: None,
+            endpoints: &[HOST_IP],
+        }),
+    );
+    let r = curl_ok(&host, &format!("http://{vip}/"));
+    assert_eq!(r.remote, sa(vip, 80), "the answer comes from the VIP");
+    assert_eq!(
+        r.seen_as().ip(),
+        Ipv4Addr::new(10, 1, 1, 254),
+        "the host endpoint sees the NAT loopback"
+    );
+    let sessions = node.ctl(&["show", "nat44", "sessions", "detail"]);
+    assert!(
+        sessions.contains(&format!("twice-nat source {}", r.seen_as())),
+        "{sessions}"
+    );
+    node.finish();
+}
+
 /// Test 4: Hairpin: a pod reaches its own Service; the source is translated to the NAT loopback so
 /// the answer comes back through vecnet.
 #[test]
