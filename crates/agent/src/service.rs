@@ -64,6 +64,10 @@ pub mod reason {
     /// `spec.loadBalancerSourceRanges` is set but cannot be enforced (no field for it in the
     /// NAT configuration); the service is rendered without it.
     pub const SOURCE_RANGES_NOT_ENFORCED: &str = "SourceRangesNotEnforced";
+    /// The Service has EndpointSlices but none lists a port of this Service port's name and
+    /// protocol (a named `targetPort` no endpoint resolves, a renamed port): connections to it
+    /// are rejected as for a port without endpoints.
+    pub const UNKNOWN_PORT_NAME: &str = "UnknownPortName";
 }
 
 // ---------------------------------------------------------------------------
@@ -746,6 +750,26 @@ impl<'a> Renderer<'a> {
         // Endpoints of this port, deduplicated by ip:port (a ready duplicate wins, as in
         // kube-proxy's slice cache), in ip:port order.
         let mut eps: BTreeMap<(Ipv4Addr, u16), Ep> = BTreeMap::new();
+        let named_in_a_slice = slices.iter().any(|s| {
+            s.ports
+                .iter()
+                .any(|(n, pr, _)| *n == p.name && *pr == p.proto_name)
+        });
+        if !named_in_a_slice && slices.iter().any(|s| !s.endpoints.is_empty()) {
+            let name = if p.name.is_empty() {
+                "(unnamed)"
+            } else {
+                p.name.as_str()
+            };
+            self.event(
+                object.to_string(),
+                reason::UNKNOWN_PORT_NAME,
+                format!(
+                    "port {name}/{} {}: no EndpointSlice of the Service has a port of that name and protocol; connections are rejected",
+                    p.proto_name, p.port
+                ),
+            );
+        }
         for s in slices {
             let Some(&(_, _, port)) = s
                 .ports

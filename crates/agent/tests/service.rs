@@ -467,6 +467,58 @@ status:
     assert!(r.events.is_empty(), "{:?}", r.events);
 }
 
+#[test]
+fn a_port_name_no_slice_lists_is_reported_and_rejected_while_other_ports_work() {
+    let yaml = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  clusterIP: 10.96.0.36
+  ports:
+  - {name: http, port: 80, targetPort: web}
+  - {name: metrics, port: 9090, targetPort: 9090}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: default
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports:
+- {name: metrics, port: 9090, protocol: TCP}
+endpoints:
+- addresses: [10.1.1.60]
+  nodeName: node-1
+"#;
+    let r = render(yaml);
+    assert_eq!(
+        set(&find(&r, "10.96.0.36", 9090, Proto::Tcp).internal),
+        vec!["10.1.1.60:9090*1"]
+    );
+    assert_eq!(
+        find(&r, "10.96.0.36", 80, Proto::Tcp).internal,
+        BackendSet::Reject,
+        "no endpoints for that name: rejected as kube-proxy does"
+    );
+    assert_eq!(
+        reasons(&r),
+        vec![(
+            "Service default/web".into(),
+            reason::UNKNOWN_PORT_NAME.into()
+        )]
+    );
+    assert!(
+        r.events[0].message.contains("port http/TCP 80"),
+        "{}",
+        r.events[0].message
+    );
+    // No slices at all (or only empty ones) is the ordinary "no endpoints yet": no event.
+    let no_slice = &yaml[..yaml.find("---").unwrap_or(yaml.len())];
+    assert!(render(no_slice).events.is_empty());
+}
+
 // ------------------------------------------------------------------ protocols (D5.4)
 
 #[test]
