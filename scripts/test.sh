@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in iproute2 curl iperf3 iputils-ping etcd-server openssl; do
+for pkg in iproute2 curl iperf3 iputils-ping etcd-server etcd-client openssl; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

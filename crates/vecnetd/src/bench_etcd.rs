@@ -109,6 +109,18 @@ impl Rig {
             .ok_or_else(|| anyhow!("unexpected stats: {s}"))
     }
 
+    /// (sum, count) of a histogram in `/metrics`.
+    fn histogram(&self, name: &str) -> Result<(f64, f64)> {
+        let m = self.call("GET", "/metrics")?;
+        let get = |suffix: &str| {
+            m.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}_{suffix} ")))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .ok_or_else(|| anyhow!("no {name}_{suffix} in /metrics"))
+        };
+        Ok((get("sum")?, get("count")?))
+    }
+
     fn mappings(&self) -> Result<u64> {
         let m = self.call("GET", "/metrics")?;
         m.lines()
@@ -259,6 +271,8 @@ pub fn run(services: u32, changes: u32) -> Result<String> {
         .context("etcd watch")?;
     let mut baseline = Vec::new();
     let mut end_to_end = Vec::new();
+    let render0 = rig.histogram("vecnet_render_duration_seconds")?;
+    let apply0 = rig.histogram("vecnet_dataplane_apply_duration_seconds")?;
     for i in 0..changes {
         let s = (i * 7919) % services;
         let (k, v) = kv(&layout, slice(s, i + 1))?;
@@ -287,6 +301,18 @@ pub fn run(services: u32, changes: u32) -> Result<String> {
         end_to_end.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let agent = rig.call("GET", &format!("/v1/stats?last={changes}"))?;
+    let mean_ms = |a: (f64, f64), b: (f64, f64)| {
+        if b.1 > a.1 {
+            (b.0 - a.0) / (b.1 - a.1) * 1e3
+        } else {
+            0.0
+        }
+    };
+    let render_ms = mean_ms(render0, rig.histogram("vecnet_render_duration_seconds")?);
+    let apply_ms = mean_ms(
+        apply0,
+        rig.histogram("vecnet_dataplane_apply_duration_seconds")?,
+    );
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -325,6 +351,9 @@ pub fn run(services: u32, changes: u32) -> Result<String> {
     out.push_str(&format!(
         "agent's own share (vecnetctl stats): {}",
         agent.trim_start()
+    ));
+    out.push_str(&format!(
+        "per change, mean: agent render {render_ms:.1} ms, data-plane snapshot {apply_ms:.1} ms\n"
     ));
     drop(rig);
     Ok(out)

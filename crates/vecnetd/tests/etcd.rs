@@ -1,6 +1,7 @@
 //! Cluster state through a real etcd (SYSTEM.md 1.2–1.4, 13.6; docs/etcd.md): `vecnetd run`
 //! agents as processes, each with its own host network namespace, against an etcd the test
-//! starts on loopback; the reflector (`vecnetd reflect`) fed from a manifests directory.
+//! starts on loopback; the reflector (`vecnetd reflect`) fed from a manifests directory or from
+//! a fake Kubernetes API server (crates/testsupport).
 //!
 //! Needs root (namespaces, TAPs) like the other end-to-end tests; skipped with a message when
 //! the `etcd` binary is missing (`scripts/test.sh` installs `etcd-server`).
@@ -135,7 +136,8 @@ fn agents_get_distinct_node_ids_keep_them_and_see_each_other() {
 }
 
 fn has_mapping(out: &str, vip: Ipv4Addr, port: u16) -> bool {
-    out.contains(&format!("external {vip}:{port}"))
+    // The address is followed by a space: 10.96.0.1:80 must not match 10.96.0.1:8000.
+    out.contains(&format!("external {vip}:{port} "))
 }
 
 #[test]
@@ -266,6 +268,68 @@ fn reflected_services_reach_every_agent_and_survive_an_etcd_restart() {
     for a in &agents {
         a.wait_for("no mapping left", CONVERGE, &maps, |o| {
             !has_mapping(o, api, 8080) && !has_mapping(o, web, 80)
+        });
+    }
+}
+
+/// The whole chain of the cluster design: Kubernetes API (the fake server: no API server can
+/// run here) → `vecnetd reflect --kubeconfig` → etcd → every agent's data plane, for a new
+/// Service, a changed one and a deleted one.
+#[test]
+fn api_server_objects_reach_every_agent_through_reflector_and_etcd() {
+    let Some(_serial) = ready("api-chain") else {
+        return;
+    };
+    let etcd = EtcdServer::start("api-chain");
+    let ep = etcd.endpoint();
+    let api = vecnet_testsupport::fake_apiserver::FakeApiServer::start()
+        .expect("start the fake API server");
+    let web = Ipv4Addr::new(10, 96, 101, 10);
+    let spec = |port: u16| ServiceSpec {
+        name: "web",
+        cluster_ip: web,
+        protocol: "TCP",
+        port,
+        target_port: 8080,
+        node_port: None,
+        endpoints: &[HOST_IP],
+    };
+    for o in service_objects(&spec(80)) {
+        api.apply(o);
+    }
+    let mut agents: Vec<Agent> = ["one", "two"]
+        .iter()
+        .map(|n| Agent::new(n, &ep, "/vecnet/"))
+        .collect();
+    for a in agents.iter_mut() {
+        a.start();
+    }
+    let mut refl = ReflectorProc::new();
+    let kubeconfig = refl.dir.join("kubeconfig");
+    api.kubeconfig(&kubeconfig).expect("write the kubeconfig");
+    refl.start_kube(&kubeconfig, &ep, "/vecnet/");
+    let maps = ["show", "nat44", "static", "mappings"];
+    for a in &agents {
+        let out = a.wait_for("web from the API server", CONVERGE, &maps, |o| {
+            has_mapping(o, web, 80)
+        });
+        assert!(out.contains("tag default/web"), "{out}");
+        assert!(out.contains(&format!("local {HOST_IP}:8080")), "{out}");
+    }
+    // A change on the API server: the port moves from 80 to 8000 everywhere.
+    for o in service_objects(&spec(8000)) {
+        api.apply(o);
+    }
+    for a in &agents {
+        a.wait_for("web moved to port 8000", CONVERGE, &maps, |o| {
+            has_mapping(o, web, 8000) && !has_mapping(o, web, 80)
+        });
+    }
+    // Deleted on the API server: gone from every data plane.
+    assert!(api.delete("Service", Some("default"), "web"));
+    for a in &agents {
+        a.wait_for("web deleted", CONVERGE, &maps, |o| {
+            !has_mapping(o, web, 8000)
         });
     }
 }

@@ -281,6 +281,25 @@ impl ReflectorProc {
     }
 
     pub fn start(&mut self, etcd_endpoint: &str, prefix: &str) {
+        let manifests = self.manifests.clone();
+        self.spawn(
+            &[std::ffi::OsStr::new("--manifests"), manifests.as_os_str()],
+            etcd_endpoint,
+            prefix,
+        );
+    }
+
+    /// Starts the reflector on the Kubernetes API that `kubeconfig` names instead of the
+    /// manifests directory.
+    pub fn start_kube(&mut self, kubeconfig: &Path, etcd_endpoint: &str, prefix: &str) {
+        self.spawn(
+            &[std::ffi::OsStr::new("--kubeconfig"), kubeconfig.as_os_str()],
+            etcd_endpoint,
+            prefix,
+        );
+    }
+
+    fn spawn(&mut self, input: &[&std::ffi::OsStr], etcd_endpoint: &str, prefix: &str) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -288,8 +307,7 @@ impl ReflectorProc {
             .expect("log");
         let child = command(Path::new(env!("CARGO_BIN_EXE_vecnetd")))
             .arg("reflect")
-            .arg("--manifests")
-            .arg(&self.manifests)
+            .args(input)
             .args(["--etcd", etcd_endpoint, "--prefix", prefix])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
