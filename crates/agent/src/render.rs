@@ -51,8 +51,11 @@ pub fn render(state: &ClusterState, n: &NodeView) -> Rendered {
     let snode = ServiceNode::new(n.node_name.clone(), n.ipam)
         .with_host_ips(n.host_ips.iter().copied())
         .with_cluster_nodes(state);
-    let services = render_services(state, &snode);
-    let nat = nat_config(&services, &snode);
+    let mut services = render_services(state, &snode);
+    // Moved, not copied: a render at 10 k Services would otherwise clone every mapping.
+    let mappings = std::mem::take(&mut services.mappings);
+    let mut nat = nat_config(&services, &snode);
+    nat.mappings = mappings;
 
     let pnode = PolicyNode {
         node_name: n.node_name.clone(),

@@ -53,7 +53,7 @@ pub const TAP0_SW_IF_INDEX: u32 = 2;
 
 enum DpCmd {
     /// A new configuration, and when the changes it carries were seen (programming latency).
-    Apply(Box<DataplaneConfig>, Vec<Instant>),
+    Apply(Arc<DataplaneConfig>, Vec<Instant>),
     Stats(mpsc::Sender<DataplaneStats>),
     AddTap(u32, Tap),
     RemoveTap(u32),
@@ -185,7 +185,7 @@ struct Agent {
     pending: Vec<Instant>,
     /// What the data plane runs: an unchanged render is not applied again, so a resync that
     /// finds nothing new costs the data plane nothing.
-    applied: Option<DataplaneConfig>,
+    applied: Option<Arc<DataplaneConfig>>,
     /// Warnings of the last render (`<object>: <reason>: <message>`).
     warnings: BTreeSet<String>,
     /// Warning events, newest last (`vecnetctl events`).
@@ -684,15 +684,16 @@ impl Agent {
             .observe(started.elapsed().as_secs_f64());
         self.note_warnings(plan.warnings);
         let seen = std::mem::take(&mut self.pending);
-        if self.applied.as_ref() == Some(&plan.config) {
+        if self.applied.as_deref() == Some(&plan.config) {
             // Nothing new for the data plane (a resync that found the same state, a change to
             // an object no renderer reads): what it runs already includes these changes.
             tracing::debug!(changes = seen.len(), "render unchanged: nothing to apply");
             self.metrics.programmed(&seen);
             return Ok(());
         }
-        self.applied = Some(plan.config.clone());
-        self.dp.send(DpCmd::Apply(Box::new(plan.config), seen));
+        let config = Arc::new(plan.config);
+        self.applied = Some(Arc::clone(&config));
+        self.dp.send(DpCmd::Apply(config, seen));
         Ok(())
     }
 
