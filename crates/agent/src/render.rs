@@ -11,7 +11,7 @@ use vecnet_nat::NatConfig;
 use crate::ipam::NodeIpam;
 use crate::model::ClusterState;
 use crate::policy::{render_policies, PolicyNode};
-use crate::service::{nat_config, render_services, ServiceNode};
+use crate::service::{nat_config, render_services_cached, ServiceCache, ServiceNode};
 
 /// One local pod attached to the data plane.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,11 +47,27 @@ pub struct Rendered {
     pub warnings: Vec<String>,
 }
 
+/// What the renderers keep between renders (the agent owns one; `None` renders from scratch).
+#[derive(Debug, Default)]
+pub struct RenderCache {
+    pub services: ServiceCache,
+}
+
 pub fn render(state: &ClusterState, n: &NodeView) -> Rendered {
+    render_with(state, n, None)
+}
+
+/// [`render`] with the agent's cache: the result is the same, only faster when few objects
+/// changed since the last render.
+pub fn render_with(
+    state: &ClusterState,
+    n: &NodeView,
+    cache: Option<&mut RenderCache>,
+) -> Rendered {
     let snode = ServiceNode::new(n.node_name.clone(), n.ipam)
         .with_host_ips(n.host_ips.iter().copied())
         .with_cluster_nodes(state);
-    let mut services = render_services(state, &snode);
+    let mut services = render_services_cached(state, &snode, cache.map(|c| &mut c.services));
     // Moved, not copied: a render at 10 k Services would otherwise clone every mapping.
     let mappings = std::mem::take(&mut services.mappings);
     let mut nat = nat_config(&services, &snode);

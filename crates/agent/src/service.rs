@@ -28,7 +28,8 @@
 //! Invalid objects (unparsable addresses, out-of-range ports, unknown enum values, missing
 //! `spec`) never panic: the object is skipped and an event names it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
@@ -219,10 +220,37 @@ pub enum AddressKind {
 /// Renders every Service of `state` for `node`. Deterministic: the output depends only on the
 /// objects and the node, never on arrival order.
 pub fn render_services(state: &ClusterState, node: &ServiceNode) -> ServiceRender {
+    render_services_cached(state, node, None)
+}
+
+/// What each Service contributed at the last render, with the objects it was computed from
+/// (SYSTEM.md 1.5: a change re-renders only what it touches). Owned by the agent across renders.
+#[derive(Debug, Default)]
+pub struct ServiceCache {
+    node: Option<ServiceNode>,
+    entries: HashMap<String, CacheEntry>,
+    /// Services computed anew at the last render (the others came from the cache).
+    pub last_computed: usize,
+}
+
+#[derive(Debug)]
+struct CacheEntry {
+    service: Service,
+    slices: Vec<(String, EndpointSlice)>,
+    output: ServiceOutput,
+}
+
+/// [`render_services`] with a cache: a Service whose object, EndpointSlices and node are
+/// unchanged since the last render reuses what it contributed then; only the checks between
+/// Services (ClusterIP owners, mapping conflicts, affinity groups) run for all. The output is
+/// the same as without a cache (tests/service.rs checks it).
+pub fn render_services_cached(
+    state: &ClusterState,
+    node: &ServiceNode,
+    mut cache: Option<&mut ServiceCache>,
+) -> ServiceRender {
+    let slices = index_slices(state);
     let mut r = Renderer {
-        state,
-        node,
-        slices: index_slices(state),
         out: BTreeMap::new(),
         cluster_ip_owner: BTreeMap::new(),
         groups: BTreeMap::new(),
@@ -230,8 +258,65 @@ pub fn render_services(state: &ClusterState, node: &ServiceNode) -> ServiceRende
         cluster_ips: BTreeSet::new(),
         events: Vec::new(),
     };
+    if let Some(c) = cache.as_deref_mut() {
+        if c.node.as_ref() != Some(node) {
+            c.entries.clear();
+            c.node = Some(node.clone());
+        }
+        c.entries.retain(|k, _| state.services.contains_key(k));
+        c.last_computed = 0;
+    }
+    let none: Vec<(&str, &EndpointSlice)> = Vec::new();
     for (key, svc) in &state.services {
-        r.service(key, svc);
+        let (ns, name) = key.split_once('/').unwrap_or(("default", key.as_str()));
+        let own = slices
+            .get(&(ns.to_string(), name.to_string()))
+            .unwrap_or(&none);
+        if let Some(c) = cache.as_deref_mut() {
+            if let Some(e) = c.entries.get(key.as_str()) {
+                let same = e.service == *svc
+                    && e.slices.len() == own.len()
+                    && e.slices
+                        .iter()
+                        .zip(own)
+                        .all(|((k, s), (k2, s2))| k == k2 && s == *s2);
+                if same {
+                    r.replay(&e.output);
+                    continue;
+                }
+            }
+            c.last_computed += 1;
+        }
+        let mut cm = Compute {
+            state,
+            node,
+            slices: own,
+            out: ServiceOutput::default(),
+            used_pods: Cell::new(false),
+        };
+        cm.service(key, svc);
+        let output = cm.out;
+        let used_pods = cm.used_pods.get();
+        r.replay(&output);
+        if let Some(c) = cache.as_deref_mut() {
+            // Endpoint locality read from Pod objects (no nodeName in the slice): those
+            // depend on more than the Service and its slices, so they are computed every time.
+            if used_pods {
+                c.entries.remove(key.as_str());
+            } else {
+                c.entries.insert(
+                    key.clone(),
+                    CacheEntry {
+                        service: svc.clone(),
+                        slices: own
+                            .iter()
+                            .map(|(k, s)| (k.to_string(), (*s).clone()))
+                            .collect(),
+                        output,
+                    },
+                );
+            }
+        }
     }
     ServiceRender {
         mappings: r.out.into_values().map(|(_, m)| m).collect(),
@@ -305,11 +390,49 @@ pub fn nat_config(render: &ServiceRender, node: &ServiceNode) -> NatConfig {
 
 type MappingKey = (Ipv4Addr, u16, Proto);
 
-struct Renderer<'a> {
+/// What one Service contributes, in render order, before the checks that involve other
+/// Services: a function of the Service, its EndpointSlices and the node alone, hence cacheable.
+#[derive(Debug, Clone, Default)]
+struct ServiceOutput {
+    steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Event(ServiceEvent),
+    /// The Service's ClusterIPs: the first Service in key order to claim one keeps it.
+    ClusterIps {
+        object: String,
+        key: String,
+        ips: Vec<Ipv4Addr>,
+    },
+    Port(PortOutput),
+}
+
+/// One Service port's mappings for every address it has (ClusterIPs not yet filtered by
+/// ownership, affinity group not yet assigned).
+#[derive(Debug, Clone)]
+struct PortOutput {
+    object: String,
+    tag: String,
+    wanted: Vec<(AddressKind, StaticMapping)>,
+    /// Local pod endpoints: they get the NAT `inside` role if a mapping is rendered.
+    local_pod_ips: Vec<Ipv4Addr>,
+}
+
+/// Computes one Service's [`ServiceOutput`].
+struct Compute<'a> {
     state: &'a ClusterState,
     node: &'a ServiceNode,
-    /// (namespace, service name) → its IPv4-or-other slices, in slice key order.
-    slices: BTreeMap<(String, String), Vec<(&'a str, &'a EndpointSlice)>>,
+    /// The Service's slices, in slice key order.
+    slices: &'a [(&'a str, &'a EndpointSlice)],
+    out: ServiceOutput,
+    /// Whether endpoint locality was read from a Pod object.
+    used_pods: Cell<bool>,
+}
+
+/// Merges the Services' outputs in key order.
+struct Renderer {
     /// Mapping key → (owner tag, mapping).
     out: BTreeMap<MappingKey, (String, StaticMapping)>,
     cluster_ip_owner: BTreeMap<Ipv4Addr, String>,
@@ -566,13 +689,90 @@ fn validate_port(i: usize, p: &ServicePort) -> Result<PortSpec, String> {
     })
 }
 
-impl<'a> Renderer<'a> {
+impl Renderer {
+    fn replay(&mut self, o: &ServiceOutput) {
+        let mut allowed: Vec<Ipv4Addr> = Vec::new();
+        for step in &o.steps {
+            match step {
+                Step::Event(e) => self.events.push(e.clone()),
+                Step::ClusterIps { object, key, ips } => {
+                    for ip in ips {
+                        match self.cluster_ip_owner.get(ip) {
+                            Some(owner) if owner != key => {
+                                let msg = format!(
+                                    "ClusterIP {ip} is already used by Service {owner}; not \
+                                     rendered for this service"
+                                );
+                                self.events.push(ServiceEvent {
+                                    object: object.clone(),
+                                    reason: reason::DUPLICATE_CLUSTER_IP.to_string(),
+                                    message: msg,
+                                });
+                            }
+                            _ => {
+                                self.cluster_ip_owner.insert(*ip, key.clone());
+                                allowed.push(*ip);
+                            }
+                        }
+                    }
+                }
+                Step::Port(p) => self.port(p, &allowed),
+            }
+        }
+    }
+
+    fn port(&mut self, p: &PortOutput, allowed: &[Ipv4Addr]) {
+        let group = self.affinity_group(&p.tag);
+        let tag = &p.tag;
+        let mut rendered = false;
+        for (kind, m) in &p.wanted {
+            if *kind == AddressKind::ClusterIp && !allowed.contains(&m.external_ip) {
+                continue;
+            }
+            let m = StaticMapping {
+                affinity_group: group,
+                ..m.clone()
+            };
+            let k = (m.external_ip, m.external_port, m.proto);
+            match self.out.get(&k) {
+                None => {
+                    if *kind == AddressKind::ClusterIp {
+                        self.cluster_ips.insert(m.external_ip);
+                    }
+                    self.out.insert(k, (tag.clone(), m));
+                    rendered = true;
+                }
+                // The same service port listing one address twice (say an external IP that is
+                // also its LB IP): identical mapping, nothing to report.
+                Some((owner, old)) if owner == tag && *old == m => {}
+                Some((owner, _)) => {
+                    let msg = format!(
+                        "{} {}:{} is already mapped by {owner}; not rendered for {tag}",
+                        m.proto.as_str().to_uppercase(),
+                        m.external_ip,
+                        m.external_port
+                    );
+                    self.events.push(ServiceEvent {
+                        object: p.object.clone(),
+                        reason: reason::MAPPING_CONFLICT.to_string(),
+                        message: msg,
+                    });
+                }
+            }
+        }
+        if rendered {
+            self.backend_pod_ips.extend(p.local_pod_ips.iter().copied());
+        }
+    }
+}
+
+impl<'a> Compute<'a> {
     fn event(&mut self, object: String, reason: &str, message: String) {
-        self.events.push(ServiceEvent {
+        self.out.steps.push(Step::Event(ServiceEvent {
             object,
             reason: reason.to_string(),
             message,
-        });
+        }));
     }
 
     fn service(&mut self, key: &str, svc: &Service) {
@@ -594,25 +794,16 @@ impl<'a> Renderer<'a> {
             }
         };
 
-        // ClusterIPs: the first service (in key order) to claim one keeps it.
-        let mut cluster_ips = Vec::new();
-        for ip in &spec.cluster_ips {
-            match self.cluster_ip_owner.get(ip) {
-                Some(owner) if owner != key => {
-                    let msg = format!(
-                        "ClusterIP {ip} is already used by Service {owner}; not rendered for \
-                         this service"
-                    );
-                    self.event(object.clone(), reason::DUPLICATE_CLUSTER_IP, msg);
-                }
-                _ => {
-                    self.cluster_ip_owner.insert(*ip, key.to_string());
-                    cluster_ips.push(*ip);
-                }
-            }
-        }
+        // ClusterIPs: the first service (in key order) to claim one keeps it; decided when
+        // the outputs are merged.
+        self.out.steps.push(Step::ClusterIps {
+            object: object.clone(),
+            key: key.to_string(),
+            ips: spec.cluster_ips.clone(),
+        });
+        let cluster_ips = spec.cluster_ips.clone();
 
-        let slices = self.parse_slices(&spec);
+        let slices = self.parse_slices();
         if spec.source_ranges {
             let msg = "spec.loadBalancerSourceRanges is not enforced by vecnet (the NAT \
                        configuration has no source filter): the load balancer IPs accept \
@@ -641,14 +832,9 @@ impl<'a> Renderer<'a> {
     }
 
     /// The service's slices, parsed once; malformed ones are reported and ignored.
-    fn parse_slices(&mut self, spec: &SvcSpec) -> Vec<ParsedSlice> {
-        let list = self
-            .slices
-            .get(&(spec.namespace.clone(), spec.name.clone()))
-            .cloned()
-            .unwrap_or_default();
+    fn parse_slices(&mut self) -> Vec<ParsedSlice> {
         let mut out = Vec::new();
-        for (key, slice) in list {
+        for &(key, slice) in self.slices {
             if slice.address_type != "IPv4" {
                 continue;
             }
@@ -723,6 +909,7 @@ impl<'a> Renderer<'a> {
             .as_ref()
             .filter(|r| r.kind.as_deref() == Some("Pod"))
             .and_then(|r| {
+                self.used_pods.set(true);
                 let name = r.name.as_deref()?;
                 let pns = r.namespace.as_deref().unwrap_or(ns);
                 self.state.pods.get(&format!("{pns}/{name}"))
@@ -825,7 +1012,8 @@ impl<'a> Renderer<'a> {
         let local_bs = set(&local_set);
 
         let tag = format!("{}/{}:{}", spec.namespace, spec.name, port_label(p));
-        let group = self.affinity_group(&tag);
+        // Assigned when the outputs are merged (it depends on the other Services' tags).
+        let group = 0;
         let base = StaticMapping {
             external_ip: Ipv4Addr::UNSPECIFIED,
             external_port: p.port,
@@ -894,41 +1082,22 @@ impl<'a> Renderer<'a> {
             wanted.push((AddressKind::LoadBalancer, external_kind(*ip, p.port)));
         }
 
-        let mut rendered = false;
-        for (kind, m) in wanted {
-            let k = (m.external_ip, m.external_port, m.proto);
-            match self.out.get(&k) {
-                None => {
-                    if kind == AddressKind::ClusterIp {
-                        self.cluster_ips.insert(m.external_ip);
-                    }
-                    self.out.insert(k, (tag.clone(), m));
-                    rendered = true;
-                }
-                // The same service port listing one address twice (say an external IP that is
-                // also its LB IP): identical mapping, nothing to report.
-                Some((owner, old)) if *owner == tag && *old == m => {}
-                Some((owner, _)) => {
-                    let msg = format!(
-                        "{} {}:{} is already mapped by {owner}; not rendered for {tag}",
-                        m.proto.as_str().to_uppercase(),
-                        m.external_ip,
-                        m.external_port
-                    );
-                    self.event(object.to_string(), reason::MAPPING_CONFLICT, msg);
-                }
-            }
-        }
-        if rendered {
-            let pod_subnet = self.node.ipam.pod_subnet;
-            self.backend_pod_ips.extend(
-                all.iter()
-                    .filter(|e| e.local && pod_subnet.contains(e.ip))
-                    .map(|e| e.ip),
-            );
-        }
+        let pod_subnet = self.node.ipam.pod_subnet;
+        let local_pod_ips = all
+            .iter()
+            .filter(|e| e.local && pod_subnet.contains(e.ip))
+            .map(|e| e.ip)
+            .collect();
+        self.out.steps.push(Step::Port(PortOutput {
+            object: object.to_string(),
+            tag,
+            wanted,
+            local_pod_ips,
+        }));
     }
+}
 
+impl Renderer {
     /// A stable affinity group per service port: FNV-1a of the tag, probed linearly past
     /// groups already taken by other tags in this render (and past 0).
     fn affinity_group(&mut self, tag: &str) -> u32 {

@@ -8,8 +8,8 @@ use proptest::prelude::*;
 use vecnet_agent::ipam::IpamConfig;
 use vecnet_agent::model::{parse_manifests, parse_object, ClusterState, Object};
 use vecnet_agent::service::{
-    enumerate, enumerate_node, nat_config, reason, render_services, Resolution, ServiceNode,
-    ServiceRender, DEFAULT_AFFINITY_TIMEOUT,
+    enumerate, enumerate_node, nat_config, reason, render_services, render_services_cached,
+    Resolution, ServiceCache, ServiceNode, ServiceRender, DEFAULT_AFFINITY_TIMEOUT,
 };
 use vecnet_nat::{Backend, BackendSet, IdentityMapping, Proto, StaticMapping};
 
@@ -1838,4 +1838,156 @@ fn random_clusters_cover_every_outcome() {
     ] {
         assert!(seen.contains(want), "never saw {want}: {seen:?}");
     }
+}
+
+// ------------------------------------------------------------------ render cache
+
+/// A Service of the cache test: ClusterIP from a small pool (so duplicates happen), a NodePort
+/// sometimes, affinity sometimes, a second port sometimes.
+fn cache_service(k: u32, rnd: u64) -> serde_json::Value {
+    let mut ports = vec![
+        serde_json::json!({"name": "http", "port": 80 + (rnd % 3) as u16, "targetPort": 8080}),
+    ];
+    if rnd & 8 != 0 {
+        ports.push(
+            serde_json::json!({"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 5353}),
+        );
+    }
+    let mut spec = serde_json::json!({
+        "clusterIP": format!("10.96.7.{}", 1 + (rnd >> 4) % 12),
+        "ports": ports,
+    });
+    if rnd & 16 != 0 {
+        spec["type"] = "NodePort".into();
+        spec["ports"][0]["nodePort"] = (30000 + (rnd >> 8) % 5).into();
+    }
+    if rnd & 32 != 0 {
+        spec["sessionAffinity"] = "ClientIP".into();
+    }
+    if rnd & 64 != 0 {
+        spec["internalTrafficPolicy"] = "Local".into();
+    }
+    serde_json::json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": format!("s{k}"), "namespace": "default"}, "spec": spec})
+}
+
+/// Its slice: endpoints on this node (nodeName), on another, or known only by a Pod reference
+/// (locality from the Pod object).
+fn cache_slice(k: u32, rnd: u64) -> serde_json::Value {
+    let eps: Vec<serde_json::Value> = (0..(rnd % 4))
+        .map(|e| {
+            let ip = format!("10.1.{}.{}", 1 + (rnd >> 3) % 2, 10 + e + u64::from(k));
+            match (rnd >> (6 + e)) % 3 {
+                0 => serde_json::json!({"addresses": [ip], "nodeName": "node-1"}),
+                1 => serde_json::json!({"addresses": [ip], "nodeName": "node-2", "conditions": {"ready": (rnd >> 9) & 1 == 0}}),
+                _ => serde_json::json!({"addresses": [ip], "targetRef": {"kind": "Pod", "name": format!("p{k}")}}),
+            }
+        })
+        .collect();
+    serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("s{k}-a"), "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": format!("s{k}")}},
+        "addressType": "IPv4", "endpoints": eps,
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}, {"name": "dns", "port": 5353, "protocol": "UDP"}]})
+}
+
+#[test]
+fn the_render_cache_gives_what_a_full_render_gives_through_a_history_of_changes() {
+    let mut rnd: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        rnd ^= rnd << 13;
+        rnd ^= rnd >> 7;
+        rnd ^= rnd << 17;
+        rnd
+    };
+    let mut st = ClusterState::default();
+    for k in 0..24 {
+        let r = next();
+        st.apply(parse_object(0, cache_service(k, r)).unwrap());
+        st.apply(parse_object(0, cache_slice(k, next())).unwrap());
+    }
+    let mut node = node1();
+    let mut cache = ServiceCache::default();
+    let mut reused = 0;
+    for step in 0..400 {
+        let r = next();
+        let k = (r % 24) as u32;
+        match (r >> 8) % 10 {
+            0..=3 => st.apply(parse_object(0, cache_slice(k, next())).unwrap()),
+            4 | 5 => st.apply(parse_object(0, cache_service(k, next())).unwrap()),
+            6 => {
+                st.remove("Service", &format!("default/s{k}"));
+            }
+            7 => {
+                st.remove("EndpointSlice", &format!("default/s{k}-a"));
+            }
+            8 => {
+                // A Pod appears or moves: locality read from Pod objects changes.
+                let node_name = if next() & 1 == 0 { "node-1" } else { "node-2" };
+                st.apply(
+                    parse_object(
+                        0,
+                        serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": format!("p{k}"), "namespace": "default"},
+                        "spec": {"nodeName": node_name, "containers": []}}),
+                    )
+                    .unwrap(),
+                );
+            }
+            _ => {
+                // The node changes (a host address comes or goes).
+                node = if next() & 1 == 0 {
+                    node1().with_host_ips([ip("10.20.0.3")])
+                } else {
+                    node1()
+                };
+            }
+        }
+        let full = render_services(&st, &node);
+        let cached = render_services_cached(&st, &node, Some(&mut cache));
+        assert_eq!(cached, full, "step {step}");
+        reused += st.services.len() - cache.last_computed;
+    }
+    assert!(
+        reused > 4000,
+        "the cache was used: {reused} Services reused"
+    );
+}
+
+/// Locality read from the Pod object (no nodeName in the slice) follows the Pod: the render
+/// cache must not keep such a Service (the history test above relies on this being visible).
+#[test]
+fn endpoint_locality_follows_the_pod_object_when_the_slice_has_no_node_name() {
+    let mut st = ClusterState::default();
+    let mut svc = cache_service(1, 64);
+    svc["spec"]["internalTrafficPolicy"] = "Local".into();
+    st.apply(parse_object(0, svc).unwrap());
+    st.apply(parse_object(0, serde_json::json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "s1-a", "namespace": "default", "labels": {"kubernetes.io/service-name": "s1"}},
+        "addressType": "IPv4", "endpoints": [{"addresses": ["10.1.1.10"], "targetRef": {"kind": "Pod", "name": "p1"}}],
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]})).unwrap());
+    let pod = |n: &str| {
+        parse_object(0, serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p1", "namespace": "default"}, "spec": {"nodeName": n, "containers": []}})).unwrap()
+    };
+    st.apply(pod("node-1"));
+    let a = render_services(&st, &node1());
+    st.apply(pod("node-2"));
+    let b = render_services(&st, &node1());
+    assert_eq!(
+        set(&a.mappings[0].internal),
+        vec!["10.1.1.10:8080*1"],
+        "ITP=Local, pod here"
+    );
+    assert_eq!(a.mappings[0].internal, a.mappings[0].external);
+    assert_eq!(
+        b.mappings[0].internal,
+        BackendSet::Drop,
+        "ITP=Local, pod elsewhere"
+    );
+    let mut cache = ServiceCache::default();
+    st.apply(pod("node-1"));
+    assert_eq!(render_services_cached(&st, &node1(), Some(&mut cache)), a);
+    st.apply(pod("node-2"));
+    assert_eq!(render_services_cached(&st, &node1(), Some(&mut cache)), b);
 }

@@ -43,7 +43,7 @@ fn service(s: u32) -> Value {
 }
 
 /// Service `s`'s slice; `generation` shifts its endpoints (a rollout).
-fn slice(s: u32, generation: u32) -> Value {
+pub fn slice(s: u32, generation: u32) -> Value {
     let eps: Vec<_> = (0..10u32)
         .map(|e| {
             let k = s * 10 + e + generation;

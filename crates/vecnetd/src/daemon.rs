@@ -186,6 +186,8 @@ struct Agent {
     /// What the data plane runs: an unchanged render is not applied again, so a resync that
     /// finds nothing new costs the data plane nothing.
     applied: Option<Arc<DataplaneConfig>>,
+    /// What the renderers keep between renders (per-Service results).
+    render_cache: vecnet_agent::render::RenderCache,
     /// Warnings of the last render (`<object>: <reason>: <message>`).
     warnings: BTreeSet<String>,
     /// Warning events, newest last (`vecnetctl events`).
@@ -307,6 +309,7 @@ impl Agent {
             metrics,
             pending: Vec::new(),
             applied: None,
+            render_cache: Default::default(),
             warnings: BTreeSet::new(),
             events: VecDeque::new(),
             ready: false,
@@ -661,7 +664,11 @@ impl Agent {
             packets: Vec::new(),
             seed: 0,
         };
-        let mut plan = crate::simulate::plan_with_state(&sc, Some(&mut self.state))?;
+        let mut plan = crate::simulate::plan_with_state(
+            &sc,
+            Some(&mut self.state),
+            Some(&mut self.render_cache),
+        )?;
         let n = &self.cfg.nat;
         plan.config.nat.max_sessions = n.max_sessions;
         plan.config.nat.reserved_for_control = n.reserved_for_control;

@@ -262,7 +262,7 @@ pub struct Plan {
 
 /// Renders the scenario's node and interfaces as SYSTEM.md section 3 lays out node N.
 pub fn plan(sc: &Scenario) -> Result<Plan> {
-    plan_with_state(sc, None)
+    plan_with_state(sc, None, None)
 }
 
 /// [`plan`] with the cluster's objects already parsed (the daemon's state): `sc.objects` is
@@ -272,6 +272,7 @@ pub fn plan(sc: &Scenario) -> Result<Plan> {
 pub fn plan_with_state(
     sc: &Scenario,
     state: Option<&mut vecnet_agent::model::ClusterState>,
+    cache: Option<&mut vecnet_agent::render::RenderCache>,
 ) -> Result<Plan> {
     let ipam_cfg = sc.ipam.clone().unwrap_or_default();
     let ipam = ipam_cfg
@@ -435,7 +436,7 @@ pub fn plan_with_state(
         Path::Reject,
     ));
 
-    let warnings = render_objects(sc, state, &ipam, &mut cfg)?;
+    let warnings = render_objects(sc, state, cache, &ipam, &mut cfg)?;
 
     let mut frames = Vec::new();
     for (k, p) in sc.packets.iter().enumerate() {
@@ -465,13 +466,14 @@ pub fn plan_with_state(
 fn render_objects(
     sc: &Scenario,
     state: Option<&mut vecnet_agent::model::ClusterState>,
+    cache: Option<&mut vecnet_agent::render::RenderCache>,
     ipam: &vecnet_agent::ipam::NodeIpam,
     cfg: &mut DataplaneConfig,
 ) -> Result<Vec<String>> {
     use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use vecnet_agent::model::{parse_object, ClusterState, Object};
-    use vecnet_agent::render::{render, LocalPod, NodeView};
+    use vecnet_agent::render::{render_with, LocalPod, NodeView};
 
     let mut parsed;
     let state = match state {
@@ -545,7 +547,7 @@ fn render_objects(
         pods,
         uplinks,
     };
-    let r = render(state, &view);
+    let r = render_with(state, &view, cache);
     for (key, old) in saved.into_iter().rev() {
         match old {
             Some(p) => {
