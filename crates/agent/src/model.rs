@@ -76,6 +76,18 @@ pub struct ClusterState {
     pub endpoint_slices: BTreeMap<Key, EndpointSlice>,
     pub policies: BTreeMap<Key, NetworkPolicy>,
     pub nodes: BTreeMap<Key, Node>,
+    /// A stamp per Service (and below, per EndpointSlice), new at every
+    /// [`ClusterState::apply`] (unique
+    /// across states): the render cache knows an object is unchanged without comparing it.
+    /// Objects inserted into the maps directly have none and are always rendered anew.
+    pub service_stamps: BTreeMap<Key, u64>,
+    pub slice_stamps: BTreeMap<Key, u64>,
+}
+
+static STAMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_stamp() -> u64 {
+    STAMP.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl ClusterState {
@@ -93,10 +105,12 @@ impl ClusterState {
             }
             Object::Service(mut o) => {
                 default_ns(&mut o.metadata);
+                self.service_stamps.insert(key.clone(), next_stamp());
                 self.services.insert(key, o);
             }
             Object::EndpointSlice(mut o) => {
                 default_ns(&mut o.metadata);
+                self.slice_stamps.insert(key.clone(), next_stamp());
                 self.endpoint_slices.insert(key, o);
             }
             Object::NetworkPolicy(mut o) => {
@@ -114,8 +128,14 @@ impl ClusterState {
         match kind {
             "Namespace" => self.namespaces.remove(key).is_some(),
             "Pod" => self.pods.remove(key).is_some(),
-            "Service" => self.services.remove(key).is_some(),
-            "EndpointSlice" => self.endpoint_slices.remove(key).is_some(),
+            "Service" => {
+                self.service_stamps.remove(key);
+                self.services.remove(key).is_some()
+            }
+            "EndpointSlice" => {
+                self.slice_stamps.remove(key);
+                self.endpoint_slices.remove(key).is_some()
+            }
             "NetworkPolicy" => self.policies.remove(key).is_some(),
             "Node" => self.nodes.remove(key).is_some(),
             _ => false,

@@ -233,10 +233,12 @@ pub struct ServiceCache {
     pub last_computed: usize,
 }
 
+/// A Service's contribution and the stamps of the objects it came from
+/// ([`ClusterState::service_stamps`]): equal stamps, same objects.
 #[derive(Debug)]
 struct CacheEntry {
-    service: Service,
-    slices: Vec<(String, EndpointSlice)>,
+    service: u64,
+    slices: Vec<u64>,
     output: ServiceOutput,
 }
 
@@ -269,18 +271,22 @@ pub fn render_services_cached(
     let none: Vec<(&str, &EndpointSlice)> = Vec::new();
     for (key, svc) in &state.services {
         let (ns, name) = key.split_once('/').unwrap_or(("default", key.as_str()));
-        let own = slices
-            .get(&(ns.to_string(), name.to_string()))
-            .unwrap_or(&none);
+        let own = slices.get(&(ns, name)).unwrap_or(&none);
+        // Stamps of the Service and its slices; `None` if any has none (inserted without
+        // `apply`): such a Service is always computed.
+        let stamps = cache.as_ref().and_then(|_| {
+            let svc_stamp = *state.service_stamps.get(key)?;
+            let slice_stamps = own
+                .iter()
+                .map(|(k, _)| state.slice_stamps.get(*k).copied())
+                .collect::<Option<Vec<u64>>>()?;
+            Some((svc_stamp, slice_stamps))
+        });
         if let Some(c) = cache.as_deref_mut() {
-            if let Some(e) = c.entries.get(key.as_str()) {
-                let same = e.service == *svc
-                    && e.slices.len() == own.len()
-                    && e.slices
-                        .iter()
-                        .zip(own)
-                        .all(|((k, s), (k2, s2))| k == k2 && s == *s2);
-                if same {
+            if let (Some(e), Some((svc_stamp, slice_stamps))) =
+                (c.entries.get(key.as_str()), &stamps)
+            {
+                if e.service == *svc_stamp && e.slices == *slice_stamps {
                     r.replay(&e.output);
                     continue;
                 }
@@ -301,20 +307,20 @@ pub fn render_services_cached(
         if let Some(c) = cache.as_deref_mut() {
             // Endpoint locality read from Pod objects (no nodeName in the slice): those
             // depend on more than the Service and its slices, so they are computed every time.
-            if used_pods {
-                c.entries.remove(key.as_str());
-            } else {
-                c.entries.insert(
-                    key.clone(),
-                    CacheEntry {
-                        service: svc.clone(),
-                        slices: own
-                            .iter()
-                            .map(|(k, s)| (k.to_string(), (*s).clone()))
-                            .collect(),
-                        output,
-                    },
-                );
+            match stamps {
+                Some((service, slices)) if !used_pods => {
+                    c.entries.insert(
+                        key.clone(),
+                        CacheEntry {
+                            service,
+                            slices,
+                            output,
+                        },
+                    );
+                }
+                _ => {
+                    c.entries.remove(key.as_str());
+                }
             }
         }
     }
@@ -443,8 +449,11 @@ struct Renderer {
     events: Vec<ServiceEvent>,
 }
 
-fn index_slices(state: &ClusterState) -> BTreeMap<(String, String), Vec<(&str, &EndpointSlice)>> {
-    let mut m: BTreeMap<(String, String), Vec<(&str, &EndpointSlice)>> = BTreeMap::new();
+/// (namespace, service name) → its slices in key order (borrowed: no copy per render).
+type SliceIndex<'a> = BTreeMap<(&'a str, &'a str), Vec<(&'a str, &'a EndpointSlice)>>;
+
+fn index_slices(state: &ClusterState) -> SliceIndex<'_> {
+    let mut m: SliceIndex<'_> = BTreeMap::new();
     for (key, slice) in &state.endpoint_slices {
         let Some(svc) = slice
             .metadata
@@ -454,12 +463,8 @@ fn index_slices(state: &ClusterState) -> BTreeMap<(String, String), Vec<(&str, &
         else {
             continue;
         };
-        let ns = slice
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        m.entry((ns, svc.clone()))
+        let ns = slice.metadata.namespace.as_deref().unwrap_or("default");
+        m.entry((ns, svc.as_str()))
             .or_default()
             .push((key.as_str(), slice));
     }

@@ -829,7 +829,13 @@ impl Agent {
                     .split('&')
                     .find_map(|kv| kv.strip_prefix("last="))
                     .and_then(|n| n.parse().ok());
-                (200, "text/plain", self.metrics.programming_summary(last))
+                let mut out = self.metrics.programming_summary(last);
+                out.push_str(&format!(
+                    "Last render: {} of {} Services computed anew (the others from the render cache)\n",
+                    self.render_cache.services.last_computed,
+                    self.state.services.len()
+                ));
+                (200, "text/plain", out)
             }
             ("GET", "/metrics") => (
                 200,
