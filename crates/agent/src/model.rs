@@ -2,7 +2,7 @@
 //! source delivers them, keyed and ordered deterministically (a render never depends on the order
 //! in which objects arrived).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
@@ -80,8 +80,8 @@ pub struct ClusterState {
     /// [`ClusterState::apply`] (unique
     /// across states): the render cache knows an object is unchanged without comparing it.
     /// Objects inserted into the maps directly have none and are always rendered anew.
-    pub service_stamps: BTreeMap<Key, u64>,
-    pub slice_stamps: BTreeMap<Key, u64>,
+    pub service_stamps: HashMap<Key, u64>,
+    pub slice_stamps: HashMap<Key, u64>,
 }
 
 static STAMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);

@@ -450,10 +450,10 @@ struct Renderer {
 }
 
 /// (namespace, service name) → its slices in key order (borrowed: no copy per render).
-type SliceIndex<'a> = BTreeMap<(&'a str, &'a str), Vec<(&'a str, &'a EndpointSlice)>>;
+type SliceIndex<'a> = HashMap<(&'a str, &'a str), Vec<(&'a str, &'a EndpointSlice)>>;
 
 fn index_slices(state: &ClusterState) -> SliceIndex<'_> {
-    let mut m: SliceIndex<'_> = BTreeMap::new();
+    let mut m: SliceIndex<'_> = HashMap::with_capacity(state.endpoint_slices.len());
     for (key, slice) in &state.endpoint_slices {
         let Some(svc) = slice
             .metadata

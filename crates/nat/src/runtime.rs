@@ -91,6 +91,8 @@ pub struct NatInterfaceRole {
 /// NAT44 tables compiled for lookup, part of the immutable snapshot.
 #[derive(Debug, Clone)]
 pub struct NatTables {
+    /// The configuration without its mappings (they live compiled in `mappings`; a second
+    /// copy would cost a clone of every mapping per snapshot).
     pub config: NatConfig,
     /// Interface roles, for `show nat44 interfaces` (the roles themselves act through the
     /// interfaces' feature arcs).
@@ -156,7 +158,18 @@ impl NatTables {
             }
         }
         Self {
-            config: config.clone(),
+            config: NatConfig {
+                mappings: Vec::new(),
+                identity: config.identity.clone(),
+                pool: config.pool.clone(),
+                twice_nat_pool: config.twice_nat_pool.clone(),
+                internal_prefixes: config.internal_prefixes.clone(),
+                host_addresses: config.host_addresses.clone(),
+                timeouts: config.timeouts,
+                max_sessions: config.max_sessions,
+                reserved_for_control: config.reserved_for_control,
+                forwarding: config.forwarding,
+            },
             roles: Vec::new(),
             mappings,
             by_external,

@@ -104,7 +104,9 @@ pub struct Dataplane {
     pub worker: Worker,
     pub pool: BufferPool,
     pub trace: TraceStore,
-    pub config: DataplaneConfig,
+    /// Seed of the configuration applied last (a new seed restarts the workers' random
+    /// choices); the configuration itself lives compiled in the snapshot.
+    seed: u64,
     pub nodes: FixedNodes,
     epoch: u64,
     started: Instant,
@@ -175,7 +177,7 @@ impl Dataplane {
             },
             pool: BufferPool::new(opts.buffers),
             trace: TraceStore::new(opts.trace_capacity),
-            config: DataplaneConfig::default(),
+            seed: 0,
             nodes,
             epoch: 0,
             started: Instant::now(),
@@ -207,7 +209,7 @@ impl Dataplane {
             };
             build_l3(&with_features, &mut r, self.epoch)?
         };
-        if cfg.seed != self.config.seed || self.epoch == 1 {
+        if cfg.seed != self.seed || self.epoch == 1 {
             self.worker.nat = NatState::new(&cfg.nat, cfg.seed);
         }
         for iface in l3.interfaces.iter().flatten() {
@@ -221,7 +223,7 @@ impl Dataplane {
             }
         }
         self.worker.snap = Arc::new(Snapshot { l3, nat, acl });
-        self.config = cfg.clone();
+        self.seed = cfg.seed;
         self.sync_worker();
         Ok(())
     }
