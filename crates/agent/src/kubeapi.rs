@@ -57,6 +57,50 @@ pub enum KubeError {
     Infer(String),
     #[error("creating the Kubernetes API client: {0}")]
     Client(String),
+    #[error("reading Node {node}: {msg}")]
+    Node { node: String, msg: String },
+}
+
+/// The annotation that fixes a node's ID in `kube` mode (SYSTEM.md 1.2).
+pub const NODE_ID_ANNOTATION: &str = "vecnet.io/node-id";
+
+/// The node ID that the `vecnet.io/node-id` annotation of Node `node_name` gives: `None` when
+/// the Node or the annotation does not exist, an error when the API cannot be read within
+/// `timeout` or the value is not a positive integer.
+pub fn node_id_annotation(
+    cfg: &KubeSourceConfig,
+    node_name: &str,
+    timeout: Duration,
+) -> Result<Option<u32>, KubeError> {
+    let err = |msg: String| KubeError::Node {
+        node: node_name.to_string(),
+        msg,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| err(format!("runtime: {e}")))?;
+    let node = rt.block_on(async {
+        let c = client(cfg).await?;
+        let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(c);
+        match tokio::time::timeout(timeout, api.get_opt(node_name)).await {
+            Err(_) => Err(err(format!("no answer within {timeout:?}"))),
+            Ok(Err(e)) => Err(err(e.to_string())),
+            Ok(Ok(n)) => Ok(n),
+        }
+    })?;
+    let Some(value) = node
+        .and_then(|n| n.metadata.annotations)
+        .and_then(|mut a| a.remove(NODE_ID_ANNOTATION))
+    else {
+        return Ok(None);
+    };
+    match value.trim().parse::<u32>() {
+        Ok(id) if id > 0 => Ok(Some(id)),
+        _ => Err(err(format!(
+            "annotation {NODE_ID_ANNOTATION}: {value:?} is not a positive integer"
+        ))),
+    }
 }
 
 /// The six kinds, in the order snapshots list them.

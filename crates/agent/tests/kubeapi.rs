@@ -488,3 +488,50 @@ fn bad_kubeconfig_is_reported_with_its_path() {
     stop.store(true, Ordering::Relaxed);
     let _ = t.join();
 }
+
+/// `kube` mode's node ID (SYSTEM.md 1.2): the `vecnet.io/node-id` annotation of this node's
+/// Node object; none when the Node or the annotation is absent; an error that says why when the
+/// value is not a positive integer or the API does not answer.
+#[test]
+fn node_id_comes_from_the_node_annotation() {
+    use vecnet_agent::kubeapi::node_id_annotation;
+    let server = FakeApiServer::start().expect("fake apiserver");
+    let dir = TempDir::new();
+    let kc = dir.0.join("kubeconfig");
+    server.kubeconfig(&kc).expect("kubeconfig");
+    let cfg = KubeSourceConfig {
+        kubeconfig: Some(kc),
+        context: None,
+    };
+    let t = Duration::from_secs(5);
+    server.apply(json!({"kind": "Node", "metadata": {"name": "n3",
+        "annotations": {"vecnet.io/node-id": "3"}}}));
+    server.apply(json!({"kind": "Node", "metadata": {"name": "plain"}}));
+    server.apply(json!({"kind": "Node", "metadata": {"name": "bad",
+        "annotations": {"vecnet.io/node-id": "zero"}}}));
+    assert_eq!(node_id_annotation(&cfg, "n3", t).expect("n3"), Some(3));
+    assert_eq!(node_id_annotation(&cfg, "plain", t).expect("plain"), None);
+    assert_eq!(node_id_annotation(&cfg, "absent", t).expect("absent"), None);
+    let e = node_id_annotation(&cfg, "bad", t)
+        .expect_err("not a number")
+        .to_string();
+    assert!(
+        e.contains("bad") && e.contains("vecnet.io/node-id") && e.contains("zero"),
+        "{e}"
+    );
+    // Nobody listens any more: an error within the time allowed, not a hang.
+    let kc2 = dir.0.join("kubeconfig");
+    drop(server);
+    let started = std::time::Instant::now();
+    let e = node_id_annotation(
+        &KubeSourceConfig {
+            kubeconfig: Some(kc2),
+            context: None,
+        },
+        "n3",
+        Duration::from_secs(2),
+    )
+    .expect_err("no API server");
+    assert!(started.elapsed() < Duration::from_secs(15), "{e}");
+    assert!(e.to_string().contains("n3"), "{e}");
+}

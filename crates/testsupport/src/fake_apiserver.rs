@@ -397,6 +397,27 @@ fn serve(stream: TcpStream, shared: &Shared) {
     let query = parse_query(query);
     let mut stream = stream;
     let Some(info) = KINDS.iter().find(|k| k.2 == path) else {
+        // GET of one cluster-scoped object by name (`/api/v1/nodes/<name>`).
+        let one = path
+            .rsplit_once('/')
+            .and_then(|(dir, name)| KINDS.iter().find(|k| k.2 == dir).map(|k| (k.2, name)));
+        if let Some((dir, name)) = one {
+            let found = shared
+                .lock()
+                .objects
+                .get(dir)
+                .and_then(|m| m.get(name))
+                .cloned();
+            let _ = match found {
+                Some(o) => respond(&mut stream, "200 OK", &o.to_string()),
+                None => respond(
+                    &mut stream,
+                    "404 Not Found",
+                    &status_json(404, "NotFound", &format!("{name} not found")),
+                ),
+            };
+            return;
+        }
         let body = status_json(404, "NotFound", &format!("no route {path}"));
         let _ = respond(&mut stream, "404 Not Found", &body);
         return;

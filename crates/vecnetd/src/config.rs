@@ -474,8 +474,9 @@ impl Config {
                 .map(|h| h.trim().to_string())
                 .unwrap_or_else(|_| "node1".into());
         }
-        // Node ID 0 = allocate in etcd (etcd mode) or 1 (manifests, kube).
-        if c.ipam.node_id == 0 && c.source.kind != "etcd" {
+        // Node ID 0 = allocate in etcd (etcd mode), the Node's `vecnet.io/node-id` annotation
+        // else 1 (kube mode, resolved at start), or 1 (manifests).
+        if c.ipam.node_id == 0 && c.source.kind == "manifests" {
             c.ipam.node_id = 1;
         }
         if !c.source.etcd.prefix.ends_with('/') {
@@ -580,7 +581,10 @@ mod tests {
         assert_eq!(c.source.kind, "kube");
         assert_eq!(c.source.kube.kubeconfig, "/etc/vecnet/kubeconfig");
         assert_eq!(c.source.kube.context, "prod");
-        assert_eq!(c.ipam.node_id, 1, "node ID from config, 0 means 1");
+        assert_eq!(
+            c.ipam.node_id, 0,
+            "0 = the Node's vecnet.io/node-id annotation, else 1 (resolved at start)"
+        );
         let c = Config::parse("x", "source: {kind: kube}\nipam: {nodeID: 3}").unwrap();
         assert_eq!(c.source.kube.kubeconfig, "", "in-cluster or inferred");
         assert_eq!(c.ipam.node_id, 3);

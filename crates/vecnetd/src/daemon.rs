@@ -1243,6 +1243,30 @@ impl Agent {
     }
 }
 
+/// `kube` mode with `ipam.nodeID` 0 (SYSTEM.md 1.2): the `vecnet.io/node-id` annotation of this
+/// node's Node object, else 1. An API that does not answer or an annotation that is not a
+/// positive integer stops the start with the reason (the ID fixes every per-node address, so a
+/// guess would be worse).
+fn kube_node_id(cfg: &Config) -> Result<u32> {
+    let k = &cfg.source.kube;
+    let kcfg = vecnet_agent::kubeapi::KubeSourceConfig {
+        kubeconfig: (!k.kubeconfig.is_empty()).then(|| PathBuf::from(&k.kubeconfig)),
+        context: (!k.context.is_empty()).then(|| k.context.clone()),
+    };
+    match vecnet_agent::kubeapi::node_id_annotation(&kcfg, &cfg.node_name, Duration::from_secs(10))
+        .context("node ID from the Kubernetes API")?
+    {
+        Some(id) => {
+            tracing::info!(node = %cfg.node_name, id, "node ID from the Node's vecnet.io/node-id annotation");
+            Ok(id)
+        }
+        None => {
+            tracing::info!(node = %cfg.node_name, "no vecnet.io/node-id annotation on the Node: node ID 1 (set ipam.nodeID or the annotation on every node of a cluster)");
+            Ok(1)
+        }
+    }
+}
+
 /// Where the node ID allocated in etcd is remembered, for a start while etcd is down.
 fn saved_node_id_path(cfg: &Config) -> PathBuf {
     cfg.data_dir.join("etcd-node-id.json")
@@ -1422,6 +1446,9 @@ pub fn run(args: Args) -> Result<()> {
     let kube_mode = cfg.source.kind == "kube";
     if etcd_mode && cfg.ipam.node_id == 0 {
         cfg.ipam.node_id = etcd_node_id(&cfg, &stop)?;
+    }
+    if kube_mode && cfg.ipam.node_id == 0 {
+        cfg.ipam.node_id = kube_node_id(&cfg)?;
     }
     let socket = cfg.socket.clone();
     if let Some(dir) = socket.parent() {

@@ -45,6 +45,9 @@ fn agent_renders_services_from_the_kubernetes_api() {
     for o in web("web", web_ip).into_iter().chain(web("db", db_ip)) {
         api.apply(o);
     }
+    // This node's Node object fixes its ID (SYSTEM.md 1.2).
+    api.apply(serde_json::json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "kube-one", "annotations": {"vecnet.io/node-id": "5"}}}));
 
     // The etcd helper's agent, with the configuration switched to the Kubernetes API.
     let mut a = Agent::new("kube-one", "127.0.0.1:1", "/vecnet/");
@@ -82,7 +85,11 @@ fn agent_renders_services_from_the_kubernetes_api() {
         ipam.contains(&format!("kube {} (synced", kubeconfig.display())),
         "{ipam}"
     );
-    assert_eq!(a.node_id(), 1, "nodeID 0 means 1 in kube mode");
+    assert_eq!(
+        a.node_id(),
+        5,
+        "nodeID 0: the Node's vecnet.io/node-id annotation"
+    );
 
     // A watched deletion.
     assert!(api.delete("Service", Some("default"), "db"));
