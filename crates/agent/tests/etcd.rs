@@ -2,18 +2,16 @@
 //! allocation (smallest free, atomic under concurrency, reuse by name, release), nodeinfo, the
 //! reflector's mark-and-sweep and idempotence, and the agent source's resync + watch.
 
-mod etcd_server;
-
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_server::EtcdServer;
 use vecnet_agent::etcd::reflector::{desired, Reflector, SyncStats};
 use vecnet_agent::etcd::source::{self, SourceConfig, SourceEvent};
 use vecnet_agent::etcd::{self, EtcdConnection, Layout, NodeInfo};
 use vecnet_agent::model::parse_manifests;
+use vecnet_testsupport::etcd_server::EtcdServer;
 
 fn service(name: &str, ip: &str) -> String {
     format!(

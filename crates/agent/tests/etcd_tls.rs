@@ -4,17 +4,15 @@
 //! certificate, trusting another CA, or expecting another server name fails fast with the
 //! reason; a wrong password is an authentication error.
 
-mod etcd_server;
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use etcd_server::{EtcdServer, TestPki};
 use vecnet_agent::etcd::reflector::{desired, Reflector};
 use vecnet_agent::etcd::source::{self, SourceConfig, SourceEvent};
 use vecnet_agent::etcd::{self, EtcdAuth, EtcdConnection, EtcdError, EtcdTls, Layout, NodeInfo};
 use vecnet_agent::model::parse_manifests;
+use vecnet_testsupport::etcd_server::{EtcdServer, TestPki};
 
 fn ready(test: &str) -> bool {
     EtcdServer::available(test) && TestPki::available(test)

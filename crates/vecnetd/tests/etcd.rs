@@ -14,8 +14,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use e2e_support::{preflight, service_objects, ServiceSpec, HOST_IP};
-use etcd_support::server::EtcdServer;
 use etcd_support::{Agent, ReflectorProc};
+use vecnet_testsupport::etcd_server::EtcdServer;
 
 /// Convergence after a change or an etcd restart (back-off is at most 3 s).
 const CONVERGE: Duration = Duration::from_secs(30);

@@ -3,14 +3,11 @@
 //! leave` with `source.etcd.tls` and `passwordFile` against etcd with TLS and `auth enable`.
 //! No root needed; skipped without the `etcd` or `openssl` binaries.
 
-#[path = "../../agent/tests/etcd_server/mod.rs"]
-mod etcd_server;
-
 use std::path::Path;
 use std::process::{Command, Output};
 
-use etcd_server::{EtcdServer, TestPki};
 use vecnet_agent::etcd::{self, EtcdAuth, EtcdConnection};
+use vecnet_testsupport::etcd_server::{EtcdServer, TestPki};
 
 fn ready(test: &str) -> bool {
     EtcdServer::available(test) && TestPki::available(test)

@@ -7,16 +7,13 @@
 //! Needs `etcd` and `etcdctl` (Debian `etcd-server`, `etcd-client`); skipped with a message when
 //! they are missing. No root needed.
 
-#[path = "etcd_support/server.rs"]
-mod etcd_server;
-
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use etcd_server::EtcdServer;
 use serde_json::{json, Value};
+use vecnet_testsupport::etcd_server::EtcdServer;
 use vecnet_testsupport::fake_apiserver::FakeApiServer;
 
 const CONVERGE: Duration = Duration::from_secs(15);

@@ -1,4 +1,5 @@
-//! Helpers of the etcd end-to-end tests (`tests/etcd.rs`): a real etcd ([`server`]), `vecnetd
+//! Helpers of the etcd end-to-end tests (`tests/etcd.rs`; the etcd itself is
+//! `vecnet_testsupport::etcd_server`): `vecnetd
 //! run` agents in etcd mode as processes — each with its own host network namespace, directory
 //! and socket — and the reflector (`vecnetd reflect`) as a process.
 //!
@@ -6,8 +7,6 @@
 //! what a killed run of these tests left behind.
 
 #![allow(dead_code)] // each test uses a different subset
-
-pub mod server;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};

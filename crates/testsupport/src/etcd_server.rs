@@ -3,9 +3,8 @@
 //! Tests skip with a message when the binary is missing (`scripts/test.sh` installs it).
 //! [`EtcdServer::start_tls`] serves clients over TLS with certificates from [`TestPki`].
 
-#![allow(dead_code)] // each test uses a different subset
-
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -124,7 +123,18 @@ impl EtcdServer {
             .append(true)
             .open(self.dir.join("etcd.log"))
             .expect("etcd log");
-        let child = Command::new("etcd")
+        let mut cmd = Command::new("etcd");
+        // If the test process dies without cleaning up, etcd goes with it.
+        // SAFETY: the closure only makes one async-signal-safe system call (prctl).
+        unsafe {
+            cmd.pre_exec(|| {
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))
+                .map_err(std::io::Error::from)
+            });
+        }
+        let child = cmd
             .arg("--name=test")
             .arg(format!("--data-dir={}", self.dir.join("data").display()))
             .arg(format!("--listen-client-urls={client}"))
