@@ -1388,6 +1388,22 @@ enum AgentMsg {
     Source(Box<SourceEvent>),
 }
 
+/// Waits until a listening socket has a connection to accept, or 100 ms (then the caller looks
+/// at its stop flag). A connection is taken at once — a fixed sleep between `accept` calls
+/// added up to its length to every CNI call and `vecnetctl` command.
+fn wait_readable(fd: &impl std::os::fd::AsFd) {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(fd, PollFlags::IN)];
+    let timeout = Timespec {
+        tv_sec: 0,
+        tv_nsec: 100_000_000,
+    };
+    if poll(&mut fds, Some(&timeout)).is_err() {
+        // EINTR and the like: the caller retries; a short pause keeps an error from spinning.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// What the HTTP listener (`httpListen`) serves: read-only, no CNI, no CLI.
 const HTTP_ROUTES: [&str; 3] = ["/metrics", "/healthz", "/readyz"];
 
@@ -1532,7 +1548,7 @@ pub fn run(args: Args) -> Result<()> {
                                         .spawn(move || serve_connection(s, &tx, true));
                                 }
                                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                                    std::thread::sleep(Duration::from_millis(20));
+                                    wait_readable(&l);
                                 }
                                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
                             }
@@ -1558,7 +1574,7 @@ pub fn run(args: Args) -> Result<()> {
                             .spawn(move || serve_connection(s, &tx, false));
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(20));
+                        wait_readable(&listener);
                     }
                     Err(e) => {
                         tracing::warn!("control socket: {e}");
