@@ -66,6 +66,8 @@ struct Rig {
     etcd: Option<Child>,
     daemon: Option<Child>,
     socket: PathBuf,
+    /// `127.0.0.1:<client port>` of the etcd it started.
+    etcd_endpoint: String,
 }
 
 impl Drop for Rig {
@@ -138,12 +140,14 @@ fn start(dir: &Path) -> Result<Rig> {
         etcd: None,
         daemon: None,
         socket: dir.join("vecnetd.sock"),
+        etcd_endpoint: String::new(),
     };
     std::fs::create_dir_all(dir)?;
     let (cp, mut pp) = (free_port()?, free_port()?);
     while pp == cp {
         pp = free_port()?;
     }
+    rig.etcd_endpoint = format!("127.0.0.1:{cp}");
     let client = format!("http://127.0.0.1:{cp}");
     let peer = format!("http://127.0.0.1:{pp}");
     let log = std::fs::File::create(dir.join("etcd.log"))?;
@@ -225,12 +229,7 @@ pub fn run(services: u32, changes: u32) -> Result<String> {
     let rig = start(&dir)?;
     let layout = Layout::default();
     let rt = vecnet_agent::etcd::runtime()?;
-    let endpoint = std::fs::read_to_string(dir.join("vecnet.yaml"))?
-        .split("endpoints: ['")
-        .nth(1)
-        .and_then(|s| s.split('\'').next())
-        .map(str::to_string)
-        .ok_or_else(|| anyhow!("endpoint"))?;
+    let endpoint = rig.etcd_endpoint.clone();
     let mut client: Client = rt
         .block_on(vecnet_agent::etcd::connect(
             &vecnet_agent::etcd::EtcdConnection::new(std::slice::from_ref(&endpoint)),

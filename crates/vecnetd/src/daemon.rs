@@ -490,6 +490,15 @@ impl Agent {
         });
     }
 
+    /// A source value that could not be read (`<key>: <reason>`): an event naming the key.
+    fn invalid_source_value(&mut self, e: &str) {
+        let (object, message) = match e.split_once(": ") {
+            Some((k, m)) => (format!("key {k}"), m.to_string()),
+            None => ("-".to_string(), e.to_string()),
+        };
+        self.event(object, "InvalidSourceValue", message);
+    }
+
     /// Applies one event of the etcd source; returns whether the objects changed (a render is
     /// due).
     fn on_source(&mut self, ev: SourceEvent) -> bool {
@@ -522,13 +531,7 @@ impl Agent {
                     .inc();
                 self.pending.push(Instant::now());
             }
-            SourceEvent::Invalid(e) => {
-                let (object, message) = match e.split_once(": ") {
-                    Some((k, m)) => (format!("key {k}"), m.to_string()),
-                    None => ("-".to_string(), e.clone()),
-                };
-                self.event(object, "InvalidSourceValue", message);
-            }
+            SourceEvent::Invalid(e) => self.invalid_source_value(e),
             SourceEvent::Disconnected { .. } => {
                 self.metrics.source_connected.set(0);
             }
@@ -554,12 +557,8 @@ impl Agent {
                 }
                 self.state = state;
                 self.nodes = nodes.into_iter().map(|n| (n.name.clone(), n)).collect();
-                for e in errors {
-                    let (object, message) = match e.split_once(": ") {
-                        Some((k, m)) => (format!("key {k}"), m.to_string()),
-                        None => ("-".to_string(), e.clone()),
-                    };
-                    self.event(object, "InvalidSourceValue", message);
+                for e in &errors {
+                    self.invalid_source_value(e);
                 }
                 if was_down {
                     tracing::info!(
