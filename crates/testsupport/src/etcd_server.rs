@@ -23,6 +23,19 @@ pub struct EtcdServer {
     tls: Option<EtcdTls>,
 }
 
+/// Where etcd data directories go: `/dev/shm` (memory) when it is writable, else the temp dir.
+/// etcd preallocates 64 MiB of WAL per server, and CI machines can be short of disk: a run
+/// once failed with "create wal error: no space left on device" while memory was plentiful.
+pub fn scratch_dir() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let probe = shm.join(format!(".vn-probe-{}", std::process::id()));
+    if std::fs::create_dir_all(&probe).is_ok() {
+        let _ = std::fs::remove_dir(&probe);
+        return shm.to_path_buf();
+    }
+    std::env::temp_dir()
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -70,7 +83,7 @@ impl EtcdServer {
     pub fn start_with(tag: &str, args: Vec<String>, tls: Option<EtcdTls>) -> EtcdServer {
         static N: AtomicUsize = AtomicUsize::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("vn-etcd-{}-{n}-{tag}", std::process::id()));
+        let dir = scratch_dir().join(format!("vn-etcd-{}-{n}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("etcd test directory");
         // Two probes can return the same port once the first is released: insist on two.
