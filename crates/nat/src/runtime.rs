@@ -8,7 +8,7 @@ use hashbrown::HashMap;
 use vecnet_nodes::{L3Config, L3Runtime};
 
 use crate::config::{Backend, BackendSet, NatConfig, Proto, StaticMapping};
-use crate::session::SessionTable;
+use crate::session::{FlowKey, SessionTable};
 
 static GENERATION: AtomicU64 = AtomicU64::new(1);
 
@@ -204,6 +204,16 @@ impl NatTables {
         self.by_external.get(&(dst, dport, proto)).copied()
     }
 
+    /// The mapping a load-balanced session (`outer` translated to `inner`) belongs to, if it
+    /// still lists the session's backend for either origin.
+    pub fn mapping_serving(&self, outer: &FlowKey, inner: &FlowKey) -> Option<u32> {
+        let m = self.mapping_for(outer.dst, outer.dport, outer.proto)?;
+        let cm = self.mappings.get(m as usize)?;
+        (cm.internal.contains(inner.dst, inner.dport)
+            || cm.external.contains(inner.dst, inner.dport))
+        .then_some(m)
+    }
+
     /// The identity mapping covering `dst[:dport/proto]`.
     #[inline]
     pub fn identity_for(&self, dst: u32, dport: u16, proto: u8) -> Option<u32> {
@@ -318,17 +328,9 @@ impl NatState {
 
     fn purge_unusable_udp(&mut self, tables: &NatTables) {
         let n = self.sessions.purge(|s| {
-            if s.outer.proto != 17 || s.kind != crate::session::SessionKind::LoadBalanced {
-                return false;
-            }
-            match tables.mapping_for(s.outer.dst, s.outer.dport, 17) {
-                None => true,
-                Some(m) => {
-                    let cm = &tables.mappings[m as usize];
-                    !(cm.internal.contains(s.inner.dst, s.inner.dport)
-                        || cm.external.contains(s.inner.dst, s.inner.dport))
-                }
-            }
+            s.outer.proto == 17
+                && s.kind == crate::session::SessionKind::LoadBalanced
+                && tables.mapping_serving(&s.outer, &s.inner).is_none()
         });
         self.counters.udp_purged += n as u64;
         self.affinity.retain(|&(_, group), a| {

@@ -19,7 +19,7 @@ use crate::config::{NatTimeouts, Proto};
 use crate::flow_index::{advise_huge_pages, prefetch, FlowIndex};
 
 /// A 5-tuple as seen on the wire (host-order addresses).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[repr(C)]
 pub struct FlowKey {
     pub src: u32,
@@ -51,7 +51,8 @@ pub enum Dir {
 }
 
 /// What kind of translation made the session (for `show` and for the fast/slow path split).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The variant order is part of the session file format (serde numbers variants in order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[repr(u8)]
 pub enum SessionKind {
     /// Load-balanced static mapping (a Service); found only in the slow path on the inside.
@@ -62,8 +63,8 @@ pub enum SessionKind {
     Dynamic,
 }
 
-/// Expiry class; one LRU list each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Expiry class; one LRU list each. The variant order is part of the session file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[repr(u8)]
 pub enum Class {
     TcpTransitory = 0,
@@ -71,6 +72,31 @@ pub enum Class {
     Other = 2,
     Icmp = 3,
     TcpEstablished = 4,
+}
+
+impl Class {
+    pub fn timeout_s(self, t: &NatTimeouts) -> u32 {
+        match self {
+            Class::TcpTransitory => t.tcp_transitory,
+            Class::TcpEstablished => t.tcp_established,
+            Class::Udp | Class::Other => t.udp,
+            Class::Icmp => t.icmp,
+        }
+    }
+
+    pub fn timeout_ns(self, t: &NatTimeouts) -> u64 {
+        u64::from(self.timeout_s(t)) * 1_000_000_000
+    }
+
+    /// The class a new session of IP protocol `proto` starts in.
+    fn initial(proto: u8) -> Self {
+        match Proto::from_ip_proto(proto) {
+            Some(Proto::Tcp) => Class::TcpTransitory,
+            Some(Proto::Udp) => Class::Udp,
+            Some(Proto::Icmp) => Class::Icmp,
+            None => Class::Other,
+        }
+    }
 }
 
 const CLASSES: usize = 5;
@@ -170,12 +196,7 @@ const _: () = assert!(std::mem::offset_of!(Session, fwd) == 64);
 
 impl Session {
     pub fn timeout_s(&self, t: &NatTimeouts) -> u32 {
-        match self.class {
-            Class::TcpTransitory => t.tcp_transitory,
-            Class::TcpEstablished => t.tcp_established,
-            Class::Udp | Class::Other => t.udp,
-            Class::Icmp => t.icmp,
-        }
+        self.class.timeout_s(t)
     }
 
     pub fn expired(&self, now_ns: u64, t: &NatTimeouts) -> bool {
@@ -207,6 +228,43 @@ pub struct SessionCounters {
     pub recycled: u64,
     pub refused_full: u64,
     pub purged: u64,
+}
+
+/// A session as a graceful restart carries it over (SYSTEM.md 6.9): what is needed to rebuild it
+/// in a fresh table with the same rewrites, class, TCP state and age. Times are relative (the
+/// data-plane clock starts anew with the process): `idle_ns` is how long before the export the
+/// session was last heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedNatSession {
+    pub outer: FlowKey,
+    pub inner: FlowKey,
+    pub kind: SessionKind,
+    pub twice_nat: bool,
+    pub mapping: u32,
+    pub class: Class,
+    pub tcp_seen: [u8; 2],
+    pub tcp_established: bool,
+    pub control: bool,
+    pub idle_ns: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl SavedNatSession {
+    /// The class the session gets back. A file is not trusted to be consistent: the class must
+    /// fit the protocol, and for TCP it decides the established state, as [`SessionTable::touch`]
+    /// keeps them in step.
+    pub fn class(&self) -> Class {
+        match (Class::initial(self.outer.proto), self.class) {
+            (Class::TcpTransitory, Class::TcpEstablished) => Class::TcpEstablished,
+            (initial, _) => initial,
+        }
+    }
+
+    /// Whether the session timed out `idle_ns` after it was last heard.
+    pub fn expired(&self, t: &NatTimeouts) -> bool {
+        self.idle_ns >= self.class().timeout_ns(t)
+    }
 }
 
 pub struct SessionTable {
@@ -403,12 +461,7 @@ impl SessionTable {
             return Err(CreateError::Collision);
         }
         self.make_room(control, now_ns, t)?;
-        let class = match Proto::from_ip_proto(outer.proto) {
-            Some(Proto::Tcp) => Class::TcpTransitory,
-            Some(Proto::Udp) => Class::Udp,
-            Some(Proto::Icmp) => Class::Icmp,
-            None => Class::Other,
-        };
+        let class = Class::initial(outer.proto);
         let s = Session {
             outer,
             inner,
@@ -601,6 +654,74 @@ impl SessionTable {
             .map(|(i, s)| (i as u32, s))
     }
 
+    /// Every live session, most idle first: imported in this order, each LRU list comes back
+    /// oldest first, as expiry and recycling expect.
+    pub fn export(&self, now_ns: u64) -> Vec<SavedNatSession> {
+        let mut out: Vec<SavedNatSession> = self
+            .iter()
+            .map(|(_, s)| SavedNatSession {
+                outer: s.outer,
+                inner: s.inner,
+                kind: s.kind,
+                twice_nat: s.twice_nat,
+                mapping: s.mapping,
+                class: s.class,
+                tcp_seen: s.tcp_seen,
+                tcp_established: s.tcp_established,
+                control: s.control,
+                idle_ns: now_ns.saturating_sub(s.last_heard_ns),
+                packets: s.packets,
+                bytes: s.bytes,
+            })
+            .collect();
+        out.sort_by_key(|s| std::cmp::Reverse(s.idle_ns));
+        out
+    }
+
+    /// Rebuilds an exported session: `Ok(None)` (nothing created) when it has expired meanwhile,
+    /// else the new session's index. It is created as a new flow's session is (collisions, the
+    /// control reserve, room made by expiry or recycling, index and counters), then given back
+    /// its class, TCP state, counters and age. A clock younger than the session's idle time
+    /// (a data plane that just started) makes it look idle since the clock's origin only.
+    pub fn import(
+        &mut self,
+        s: &SavedNatSession,
+        now_ns: u64,
+        t: &NatTimeouts,
+    ) -> Result<Option<u32>, CreateError> {
+        if s.expired(t) {
+            return Ok(None);
+        }
+        let i = self.create(
+            s.outer,
+            s.inner,
+            s.kind,
+            s.twice_nat,
+            s.mapping,
+            s.control,
+            now_ns,
+            t,
+        )?;
+        let class = s.class();
+        let last = now_ns.saturating_sub(s.idle_ns);
+        // Off the list of the class `create` chose, onto the tail of its own.
+        self.lru_unlink(i);
+        let x = &mut self.sessions[i as usize];
+        x.class = class;
+        x.tcp_established = class == Class::TcpEstablished;
+        x.tcp_seen = if s.outer.proto == 6 {
+            s.tcp_seen
+        } else {
+            [0; 2]
+        };
+        x.packets = s.packets;
+        x.bytes = s.bytes;
+        x.last_heard_ns = last;
+        x.lru_touch_ns = last;
+        self.lru_push_tail(i);
+        Ok(Some(i))
+    }
+
     fn lru_push_tail(&mut self, i: u32) {
         let c = self.sessions[i as usize].class as usize;
         let tail = self.lru_tail[c];
@@ -635,6 +756,73 @@ impl SessionTable {
         let s = &mut self.sessions[i as usize];
         s.prev = NONE;
         s.next = NONE;
+    }
+}
+
+#[cfg(test)]
+impl SessionTable {
+    /// The structural invariants: every live session on exactly the LRU list of its class with
+    /// consistent links, no free slot on a list, both keys of every live session (one for a flow
+    /// that is its own reply) and nothing else in the index, the free list and the live sessions
+    /// partitioning the pool.
+    fn check_invariants(&self) -> Result<(), String> {
+        let mut on_list = vec![false; self.sessions.len()];
+        for c in FREE_ORDER {
+            let (mut prev, mut i) = (NONE, self.lru_head[c as usize]);
+            while i != NONE {
+                let s = self
+                    .sessions
+                    .get(i as usize)
+                    .ok_or(format!("list {c:?}: link to {i} past the pool"))?;
+                if !s.in_use || s.class != c || s.prev != prev || on_list[i as usize] {
+                    return Err(format!("list {c:?}: session {i} misplaced: {s:?}"));
+                }
+                on_list[i as usize] = true;
+                (prev, i) = (i, s.next);
+            }
+            if self.lru_tail[c as usize] != prev {
+                return Err(format!(
+                    "list {c:?}: tail {} != {prev}",
+                    self.lru_tail[c as usize]
+                ));
+            }
+        }
+        let mut keys = 0;
+        for (i, s) in self.sessions.iter().enumerate() {
+            if s.in_use != on_list[i] {
+                return Err(format!(
+                    "session {i}: in use {} but listed {}",
+                    s.in_use, on_list[i]
+                ));
+            }
+            if !s.in_use {
+                continue;
+            }
+            let (o, r) = (s.outer, s.inner.reversed());
+            if self.find(&o, self.hash(&o)) != Some(index_value(i as u32, Dir::Forward)) && o != r {
+                return Err(format!("session {i}: outer key not indexed"));
+            }
+            if self.find(&r, self.hash(&r)) != Some(index_value(i as u32, Dir::Reverse)) {
+                return Err(format!("session {i}: reply key not indexed"));
+            }
+            keys += if o == r { 1 } else { 2 };
+        }
+        let live = on_list.iter().filter(|&&x| x).count();
+        if live != self.count as usize || keys != self.index.len() {
+            return Err(format!(
+                "count {} / index {} for {live} sessions, {keys} keys",
+                self.count,
+                self.index.len()
+            ));
+        }
+        if live + self.free.len() != self.sessions.len() {
+            return Err(format!(
+                "{live} live + {} free != {} slots",
+                self.free.len(),
+                self.sessions.len()
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -876,6 +1064,196 @@ mod tests {
         assert_eq!(t.index.buckets(), buckets);
     }
 
+    #[test]
+    fn export_import_round_trip_keeps_rewrites_state_and_age() {
+        let mut t = SessionTable::new(16, 0, 1);
+        // A twice-NAT'd Service flow, made established; a dynamic SNAT flow; an identity one.
+        let lb_o = k(0x0a01_0103, 0x0a68_dd55, 46310, 80, 6);
+        let lb_i = k(0x0a01_01fe, 0x0a14_0002, 61000, 8080, 6);
+        let lb = t
+            .create(lb_o, lb_i, SessionKind::LoadBalanced, true, 3, false, S, &T)
+            .unwrap();
+        t.touch(lb, Dir::Forward, TCP_SYN, 60, S);
+        t.touch(lb, Dir::Reverse, TCP_SYN | TCP_ACK, 60, 2 * S);
+        t.touch(lb, Dir::Forward, TCP_ACK, 52, 3 * S);
+        let dy_o = k(0x0a01_0103, 0xc633_640a, 900, 53, 17);
+        let dy_i = k(0xac1e_0101, 0xc633_640a, 31337, 53, 17);
+        let dy = t
+            .create(
+                dy_o,
+                dy_i,
+                SessionKind::Dynamic,
+                false,
+                u32::MAX,
+                false,
+                4 * S,
+                &T,
+            )
+            .unwrap();
+        let id_o = k(0x0a01_0103, 0xac1e_0101, 7, 8, 1);
+        t.create(
+            id_o,
+            id_o,
+            SessionKind::Identity,
+            false,
+            u32::MAX,
+            true,
+            50 * S,
+            &T,
+        )
+        .unwrap();
+        let now = 100 * S;
+        let saved = t.export(now);
+        assert_eq!(saved.len(), 3);
+        assert_eq!(
+            saved.iter().map(|s| s.idle_ns).collect::<Vec<_>>(),
+            [97 * S, 96 * S, 50 * S],
+            "most idle first"
+        );
+        assert_eq!(saved[0].class, Class::TcpEstablished);
+        assert_eq!((saved[0].packets, saved[0].bytes), (3, 172));
+
+        // Into an empty table with another hash seed, at another clock.
+        let mut u = SessionTable::new(16, 0, 99);
+        let later = 5000 * S;
+        for x in &saved {
+            assert!(u.import(x, later, &T).unwrap().is_some());
+        }
+        u.check_invariants().unwrap();
+        assert_eq!(u.len(), 3);
+        assert_eq!(u.counters.created, 3);
+        for (key, dir) in [
+            (lb_o, Dir::Forward),
+            (lb_i.reversed(), Dir::Reverse),
+            (dy_o, Dir::Forward),
+            (dy_i.reversed(), Dir::Reverse),
+            (id_o, Dir::Forward),
+            (id_o.reversed(), Dir::Reverse),
+        ] {
+            let (i, d) = u.lookup(&key, later, &T).expect("found after import");
+            assert_eq!(d, dir);
+            let (j, _) = t.lookup(&key, now, &T).unwrap();
+            let (a, b) = (u.get(i).unwrap(), t.get(j).unwrap());
+            assert!(same_rewrite(a.rewrite(d), b.rewrite(d)), "{key:?}");
+            assert_eq!(
+                (a.outer, a.inner, a.kind, a.twice_nat, a.mapping, a.control),
+                (b.outer, b.inner, b.kind, b.twice_nat, b.mapping, b.control)
+            );
+            assert_eq!(
+                (a.class, a.tcp_seen, a.tcp_established, a.packets, a.bytes),
+                (b.class, b.tcp_seen, b.tcp_established, b.packets, b.bytes)
+            );
+            assert_eq!(
+                later - a.last_heard_ns,
+                now - b.last_heard_ns,
+                "same idle time"
+            );
+        }
+        let (i, _) = u.lookup(&lb_o, later, &T).unwrap();
+        assert_eq!(u.get(i).unwrap().class, Class::TcpEstablished);
+        assert_eq!(
+            u.lru_head[Class::TcpEstablished as usize],
+            i,
+            "on its class's list"
+        );
+        assert_eq!(u.lru_head[Class::TcpTransitory as usize], NONE);
+        // A FIN still closes it: the TCP state came along.
+        u.touch(i, Dir::Reverse, TCP_FIN | TCP_ACK, 52, later);
+        assert_eq!(u.get(i).unwrap().class, Class::TcpTransitory);
+        // The dynamic port is taken in the new table.
+        assert!(u.key_in_use(&dy_i.reversed()));
+        assert_eq!(dy, t.lookup(&dy_o, now, &T).unwrap().0);
+    }
+
+    #[test]
+    fn import_skips_expired_refuses_collisions_and_full_tables() {
+        let udp = |p: u16, idle_s: u64| SavedNatSession {
+            outer: k(1, 2, p, 53, 17),
+            inner: k(1, 3, p, 5353, 17),
+            kind: SessionKind::LoadBalanced,
+            twice_nat: false,
+            mapping: 0,
+            class: Class::Udp,
+            tcp_seen: [0; 2],
+            tcp_established: false,
+            control: false,
+            idle_ns: idle_s * S,
+            packets: 1,
+            bytes: 60,
+        };
+        let now = 1000 * S;
+        // 10 slots, 20 % for control.
+        let mut t = SessionTable::new(10, 20, 5);
+        assert_eq!(
+            t.import(&udp(1, 300), now, &T),
+            Ok(None),
+            "UDP times out at 300 s"
+        );
+        assert_eq!(t.import(&udp(1, 7000), now, &T), Ok(None));
+        assert!(t.is_empty());
+        assert_eq!(t.counters, SessionCounters::default(), "nothing created");
+        // A claimed class that does not fit the protocol gets the protocol's: UDP, 300 s.
+        let mut liar = udp(1, 299);
+        liar.class = Class::TcpEstablished;
+        let i = t.import(&liar, now, &T).unwrap().unwrap();
+        assert_eq!(t.get(i).unwrap().class, Class::Udp);
+        assert_eq!(t.import(&udp(1, 0), now, &T), Err(CreateError::Collision));
+        for p in 2..9 {
+            assert!(t.import(&udp(p, 1), now, &T).unwrap().is_some());
+        }
+        assert_eq!(t.len(), 8);
+        assert_eq!(t.import(&udp(20, 1), now, &T), Err(CreateError::Full));
+        assert_eq!(t.counters.refused_full, 1);
+        // Control sessions still get the reserve.
+        let mut ctl = udp(21, 1);
+        ctl.control = true;
+        assert!(t.import(&ctl, now, &T).unwrap().is_some());
+        t.check_invariants().unwrap();
+        // The one imported 299 s idle expires first, a second later.
+        t.expire_some(now + S, &T, 10);
+        assert_eq!(t.len(), 8);
+        assert!(t.lookup(&liar.outer, now + S, &T).is_none());
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn imported_sessions_expire_on_time_on_their_class_list() {
+        let mut t = SessionTable::new(8, 0, 1);
+        let tcp = SavedNatSession {
+            outer: k(1, 2, 40000, 80, 6),
+            inner: k(1, 3, 40000, 8080, 6),
+            kind: SessionKind::LoadBalanced,
+            twice_nat: false,
+            mapping: 0,
+            class: Class::TcpEstablished,
+            tcp_seen: [TCP_SYN | TCP_ACK; 2],
+            tcp_established: true,
+            control: false,
+            idle_ns: 7000 * S,
+            packets: 10,
+            bytes: 1000,
+        };
+        // A young clock (a data plane that just started) cannot go back 7000 s: the session
+        // counts as idle since the clock's origin.
+        let i = t.import(&tcp, 10 * S, &T).unwrap().unwrap();
+        assert_eq!(t.get(i).unwrap().last_heard_ns, 0);
+        t.delete(i);
+        let now = 8000 * S;
+        let i = t.import(&tcp, now, &T).unwrap().unwrap();
+        assert_eq!(t.get(i).unwrap().last_heard_ns, 1000 * S);
+        // Established: 7440 s after it was last heard, not 7440 s after the import.
+        t.expire_some(now + 439 * S, &T, 10);
+        assert_eq!(t.len(), 1);
+        t.expire_some(now + 440 * S, &T, 10);
+        assert!(t.is_empty());
+        assert_eq!(t.counters.expired, 1);
+        t.check_invariants().unwrap();
+    }
+
+    fn same_rewrite(a: &Rewrite, b: &Rewrite) -> bool {
+        (a.src, a.dst, a.sport, a.dport, a.ip, a.l4) == (b.src, b.dst, b.sport, b.dport, b.ip, b.l4)
+    }
+
     mod model {
         use std::collections::HashMap;
 
@@ -889,29 +1267,119 @@ mod tests {
             Create(u16, u16),
             Delete(u16),
             Lookup(u16, bool),
+            /// A packet of client `c`'s session (reply direction if true) with TCP flags.
+            Touch(u16, bool, u8),
             Advance(u64),
+            /// Export, the given seconds of downtime, import into a fresh table.
+            Restart(u64),
         }
 
         fn op() -> impl Strategy<Value = Op> {
+            // Mostly opening flags, so that many sessions get established before a restart.
+            let flags = prop_oneof![
+                1 => Just(TCP_SYN),
+                4 => Just(TCP_SYN | TCP_ACK),
+                2 => Just(TCP_ACK),
+                1 => Just(TCP_FIN | TCP_ACK),
+                1 => Just(TCP_RST),
+            ];
             prop_oneof![
                 4 => (0..40u16, 0..3u16).prop_map(|(c, b)| Op::Create(c, b)),
                 1 => (0..40u16).prop_map(Op::Delete),
                 3 => (0..40u16, any::<bool>()).prop_map(|(c, r)| Op::Lookup(c, r)),
+                3 => (0..40u16, any::<bool>(), flags).prop_map(|(c, r, f)| Op::Touch(c, r, f)),
                 1 => (0..200u64).prop_map(Op::Advance),
+                1 => (0..400u64).prop_map(Op::Restart),
             ]
         }
 
+        /// Both keys of every live session → its index and direction.
+        type Model = HashMap<FlowKey, (u32, Dir)>;
+
+        /// Even clients speak TCP, odd ones UDP (clients `c` and `c + 20` still collide).
+        fn proto(c: u16) -> u8 {
+            if c.is_multiple_of(2) {
+                6
+            } else {
+                17
+            }
+        }
+
         fn outer(c: u16) -> FlowKey {
-            k(0x0a01_0103, 0x0a60_0001, 40000 + c, 53, 17)
+            k(0x0a01_0103, 0x0a60_0001, 40000 + c, 53, proto(c))
         }
 
         fn inner(c: u16, b: u16) -> FlowKey {
-            k(0x0a01_0103, 0x0a14_0002, 40000 + c % 20, 5353 + b, 17)
+            k(0x0a01_0103, 0x0a14_0002, 40000 + c % 20, 5353 + b, proto(c))
+        }
+
+        /// Exports `t`, lets `down_s` seconds pass and imports into a fresh table (other hash
+        /// seed), checking every session comes back identical unless it expired meanwhile;
+        /// returns the new table and the model with its indices.
+        fn restart(
+            t: &SessionTable,
+            model: &Model,
+            now: u64,
+            down_s: u64,
+        ) -> Result<(SessionTable, Model), TestCaseError> {
+            let saved = t.export(now);
+            prop_assert_eq!(saved.len() as u32, t.len());
+            prop_assert!(saved.windows(2).all(|w| w[0].idle_ns >= w[1].idle_ns));
+            let later = now + down_s * S;
+            let mut fresh = SessionTable::new(24, 0, 7 + down_s);
+            let mut moved = HashMap::new();
+            for x in &saved {
+                let (old_i, _) = model[&x.outer];
+                let old = *t.get(old_i).unwrap();
+                let mut y = *x;
+                y.idle_ns += down_s * S;
+                match fresh.import(&y, later, &T) {
+                    Ok(Some(i)) => {
+                        prop_assert!(!old.expired(later, &T));
+                        let s = fresh.get(i).unwrap();
+                        prop_assert_eq!(
+                            (s.outer, s.inner, s.kind, s.class, s.tcp_seen),
+                            (old.outer, old.inner, old.kind, old.class, old.tcp_seen)
+                        );
+                        prop_assert_eq!(
+                            (s.tcp_established, s.packets, s.bytes, s.last_heard_ns),
+                            (
+                                old.tcp_established,
+                                old.packets,
+                                old.bytes,
+                                old.last_heard_ns
+                            )
+                        );
+                        prop_assert!(same_rewrite(&s.fwd, &old.fwd));
+                        prop_assert!(same_rewrite(&s.rev, &old.rev));
+                        moved.insert(old_i, i);
+                    }
+                    Ok(None) => prop_assert!(old.expired(later, &T)),
+                    Err(e) => prop_assert!(false, "import refused: {:?}", e),
+                }
+            }
+            // Imported most idle first: every LRU list runs from the longest idle.
+            for c in FREE_ORDER {
+                let mut i = fresh.lru_head[c as usize];
+                let mut last = 0;
+                while i != NONE {
+                    let s = fresh.get(i).unwrap();
+                    prop_assert!(s.last_heard_ns >= last, "{:?} list out of order", c);
+                    last = s.last_heard_ns;
+                    i = s.next;
+                }
+            }
+            let model = model
+                .iter()
+                .filter_map(|(key, &(i, dir))| moved.get(&i).map(|&n| (*key, (n, dir))))
+                .collect();
+            Ok((fresh, model))
         }
 
         proptest! {
             /// The table against a std HashMap of both keys of every live session, through
-            /// creation (with key collisions), deletion, expiry on lookup and on a full table.
+            /// creation (with key collisions), deletion, expiry on lookup and on a full table,
+            /// TCP state changes and restarts (export, downtime, import into a fresh table).
             #[test]
             fn session_table_matches_a_hash_map(ops in proptest::collection::vec(op(), 1..300)) {
                 let mut t = SessionTable::new(24, 0, 99);
@@ -953,7 +1421,23 @@ mod tests {
                             let cand = t.candidate(h);
                             prop_assert_eq!(t.lookup_hashed(&key, h, cand, now, &T), want);
                         }
+                        Op::Touch(c, reply, flags) => {
+                            if let Some(&(s, _)) = model.get(&outer(c)) {
+                                // The data path touches only what a lookup found alive.
+                                if !t.get(s).unwrap().expired(now, &T) {
+                                    let dir = if reply { Dir::Reverse } else { Dir::Forward };
+                                    t.touch(s, dir, flags, 60, now);
+                                }
+                            }
+                        }
                         Op::Advance(s) => now += s * S,
+                        Op::Restart(down) => {
+                            (t, model) = restart(&t, &model, now, down)?;
+                            now += down * S;
+                        }
+                    }
+                    if let Err(e) = t.check_invariants() {
+                        prop_assert!(false, "{}", e);
                     }
                     model.retain(|key, &mut (s, dir)| {
                         t.get(s).is_some_and(|x| match dir {
