@@ -10,7 +10,9 @@ use crate::classify::{Classifier, RuleRef};
 use crate::config::{AclConfig, AclRule};
 use crate::key::PacketKey;
 
-pub use crate::session::{AclCounters, AclState, SessionInfo, TimeoutClass, Verdict};
+pub use crate::session::{
+    AclCounters, AclState, ImportError, SavedAclSession, SessionInfo, TimeoutClass, Verdict,
+};
 
 /// Which side of the interface the ACLs apply to (vswitch direction, SYSTEM.md conventions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -31,7 +31,7 @@ use std::hash::BuildHasher;
 
 use crate::classify::RuleRef;
 use crate::config::{AclTimeouts, Action};
-use crate::key::{PacketKey, PROTO_ICMP, PROTO_TCP};
+use crate::key::{pkt_flags, PacketKey, PROTO_ICMP, PROTO_TCP};
 use crate::runtime::{AclTables, Direction};
 
 /// "None" for slot links and indices.
@@ -56,8 +56,9 @@ const TCP_SYN: u8 = 0x02;
 const TCP_RST: u8 = 0x04;
 const TCP_ACK: u8 = 0x10;
 
-/// Timeout classes, numbered as the trace bits print them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Timeout classes, numbered as the trace bits print them. The variant order is part of the
+/// session file format (serde numbers variants in order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[repr(u8)]
 pub enum TimeoutClass {
     /// UDP and every other non-TCP protocol.
@@ -256,6 +257,42 @@ pub struct SessionInfo {
     pub last_active_ns: u64,
     /// The session's interface lost its ACLs; it is removed on the next lookup or sweep.
     pub stale: bool,
+}
+
+/// A session as a graceful restart carries it over: the packet that created it (from which its
+/// key is rebuilt exactly as `session_key` made it), its TCP state and its times, relative to
+/// the export (the data-plane clock starts anew with the process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedAclSession {
+    pub sw_if_index: u32,
+    pub created_on_input: bool,
+    pub proto: u8,
+    pub src: u32,
+    pub dst: u32,
+    /// ICMP: the request's type and code.
+    pub sport: u16,
+    pub dport: u16,
+    /// The ICMP query's identifier; 0 for other protocols.
+    pub icmp_id: u16,
+    /// TCP flags seen, `[output, input]`.
+    pub tcp_seen: [u8; 2],
+    pub class: TimeoutClass,
+    pub control: bool,
+    /// Time since the last packet.
+    pub idle_ns: u64,
+    /// Time since the session was created.
+    pub age_ns: u64,
+}
+
+/// Why [`AclState::import`] could not rebuild a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ImportError {
+    #[error("the session table (or its part for non-control traffic) is full")]
+    Full,
+    #[error("a session with the same key exists")]
+    Collision,
+    #[error("not a session any packet could have created")]
+    Invalid,
 }
 
 /// Per-worker ACL state: the reflective session table and its counters.
@@ -597,20 +634,9 @@ impl AclState {
         now_ns: u64,
         is_control: impl FnOnce() -> bool,
     ) -> Option<u32> {
-        let limit = tables.config.max_sessions.min(self.capacity);
-        let reserve = (u64::from(limit) * u64::from(tables.config.reserved_for_control.min(100))
-            / 100) as u32;
         let control = is_control();
-        let allowed = if control { limit } else { limit - reserve };
-        if self.in_use >= allowed {
-            self.reclaim(&tables.config.timeouts, now_ns);
-            if self.in_use >= allowed {
-                self.recycle_transient(control);
-            }
-            if self.in_use >= allowed {
-                self.counters.refused_full += 1;
-                return None;
-            }
+        if !self.make_room(tables, control, now_ns) {
+            return None;
         }
         let epoch = self
             .if_epoch
@@ -643,6 +669,35 @@ impl AclState {
             prev: NONE,
             next: NONE,
         };
+        Some(self.insert(s, now_ns))
+    }
+
+    /// Whether a session may be added, after freeing idle FIFO heads or recycling a transient
+    /// TCP session if the table (or, for non-control traffic, its unreserved part) is full.
+    #[inline]
+    fn make_room(&mut self, tables: &AclTables, control: bool, now_ns: u64) -> bool {
+        let limit = tables.config.max_sessions.min(self.capacity);
+        let reserve = (u64::from(limit) * u64::from(tables.config.reserved_for_control.min(100))
+            / 100) as u32;
+        let allowed = if control { limit } else { limit - reserve };
+        if self.in_use >= allowed {
+            self.reclaim(&tables.config.timeouts, now_ns);
+            if self.in_use >= allowed {
+                self.recycle_transient(control);
+            }
+            if self.in_use >= allowed {
+                self.counters.refused_full += 1;
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Adds `s` (room made by [`Self::make_room`], key not in the index) at the tail of its
+    /// class's FIFO; returns its slot.
+    #[inline]
+    fn insert(&mut self, s: Session, now_ns: u64) -> u32 {
+        let (hash, sw) = (s.hash, s.sw_if_index);
         let i = match self.free.pop() {
             Some(i) => {
                 if let Some(slot) = self.sessions.get_mut(i as usize) {
@@ -663,10 +718,130 @@ impl AclState {
         self.in_use += 1;
         self.push_tail(i, now_ns);
         self.counters.adds += 1;
-        if let Some(a) = self.counters.adds_by_if.get_mut(key.sw_if_index as usize) {
+        if let Some(a) = self.counters.adds_by_if.get_mut(sw as usize) {
             *a += 1;
         }
-        Some(i)
+        i
+    }
+
+    /// Every session in use that is not stale, most idle first: imported in this order, each
+    /// FIFO comes back ordered by last activity, so the sweep finds idle sessions at the heads.
+    pub fn export(&self, now_ns: u64) -> Vec<SavedAclSession> {
+        let mut out: Vec<SavedAclSession> = self
+            .sessions
+            .iter()
+            .filter(|s| s.in_use && !self.is_stale(s))
+            .map(|s| SavedAclSession {
+                sw_if_index: s.sw_if_index,
+                created_on_input: s.created_on_input,
+                proto: s.proto,
+                src: s.src,
+                dst: s.dst,
+                sport: s.sport,
+                dport: s.dport,
+                // The creating packet's identifier lives only in the key (see `session_key`).
+                icmp_id: if s.proto == PROTO_ICMP {
+                    (s.key.ports_if >> 32) as u16
+                } else {
+                    0
+                },
+                tcp_seen: s.tcp_seen,
+                class: s.class,
+                control: s.control,
+                idle_ns: now_ns.saturating_sub(s.last_active_ns),
+                age_ns: now_ns.saturating_sub(s.created_ns),
+            })
+            .collect();
+        out.sort_by_key(|s| std::cmp::Reverse(s.idle_ns));
+        out
+    }
+
+    /// Rebuilds an exported session at the tail of its class's FIFO, under the same capacity
+    /// and control-reserve rules as a new flow's. `Ok(false)`, nothing added: it expired
+    /// meanwhile, or its interface has no ACL bound in `tables` (it would be stale at once).
+    /// Works before the first [`AclState::sync`] with `tables`: the pool is reserved here then.
+    /// A clock younger than the session's idle time (a data plane that just started) makes it
+    /// look idle since the clock's origin only.
+    pub fn import(
+        &mut self,
+        tables: &AclTables,
+        s: &SavedAclSession,
+        now_ns: u64,
+    ) -> Result<bool, ImportError> {
+        if self.generation != tables.generation() {
+            self.generation = tables.generation();
+            self.follow_tables(tables);
+        }
+        if !tables.is_bound(s.sw_if_index) {
+            return Ok(false);
+        }
+        // The class follows from the flags seen; a file that says otherwise is not trusted.
+        let class = TimeoutClass::of(s.proto, s.tcp_seen);
+        if class != s.class {
+            return Err(ImportError::Invalid);
+        }
+        if s.idle_ns >= class.timeout_ns(&tables.config.timeouts) {
+            return Ok(false);
+        }
+        let dir = if s.created_on_input {
+            Direction::Input
+        } else {
+            Direction::Output
+        };
+        let creator = PacketKey {
+            src: s.src,
+            dst: s.dst,
+            sport: s.sport,
+            dport: s.dport,
+            proto: s.proto,
+            tcp_flags: 0,
+            flags: pkt_flags::L4_VALID
+                | if s.created_on_input {
+                    pkt_flags::INPUT
+                } else {
+                    0
+                },
+            sw_if_index: s.sw_if_index,
+            icmp_id: s.icmp_id,
+        };
+        let Some((key, true)) = session_key(&creator, dir) else {
+            return Err(ImportError::Invalid);
+        };
+        let hash = self.hasher.hash_one(key);
+        if self.find(&key, hash).is_some() {
+            return Err(ImportError::Collision);
+        }
+        if !self.make_room(tables, s.control, now_ns) {
+            return Err(ImportError::Full);
+        }
+        let epoch = self
+            .if_epoch
+            .get(s.sw_if_index as usize)
+            .copied()
+            .unwrap_or(0);
+        let session = Session {
+            key,
+            hash,
+            src: s.src,
+            dst: s.dst,
+            sport: s.sport,
+            dport: s.dport,
+            proto: s.proto,
+            created_on_input: s.created_on_input,
+            sw_if_index: s.sw_if_index,
+            tcp_seen: s.tcp_seen,
+            class,
+            control: s.control,
+            in_use: true,
+            if_epoch: epoch,
+            created_ns: now_ns.saturating_sub(s.age_ns),
+            last_active_ns: now_ns.saturating_sub(s.idle_ns),
+            enqueue_ns: now_ns,
+            prev: NONE,
+            next: NONE,
+        };
+        self.insert(session, now_ns);
+        Ok(true)
     }
 
     /// Frees idle sessions at the FIFO heads (a few per class).
@@ -804,6 +979,71 @@ impl AclState {
         } else {
             end
         };
+    }
+}
+
+#[cfg(test)]
+impl AclState {
+    /// The structural invariants: every session in use on exactly the FIFO of its class, links
+    /// consistent, enqueue times in order along each FIFO, each found in the index under its
+    /// key and slot, and the free list and sessions in use partitioning the pool.
+    fn check_invariants(&self) -> Result<(), String> {
+        let mut listed = vec![false; self.sessions.len()];
+        for c in TimeoutClass::ALL {
+            let (mut prev, mut i, mut t) = (NONE, self.heads[c.list()], 0);
+            while i != NONE {
+                let s = self
+                    .sessions
+                    .get(i as usize)
+                    .ok_or(format!("{c:?}: link to {i} past the pool"))?;
+                if !s.in_use || s.class != c || s.prev != prev || listed[i as usize] {
+                    return Err(format!("{c:?}: session {i} misplaced: {s:?}"));
+                }
+                if s.enqueue_ns < t {
+                    return Err(format!(
+                        "{c:?}: session {i} enqueued before its predecessor"
+                    ));
+                }
+                listed[i as usize] = true;
+                (prev, i, t) = (i, s.next, s.enqueue_ns);
+            }
+            if self.tails[c.list()] != prev {
+                return Err(format!("{c:?}: tail {} != {prev}", self.tails[c.list()]));
+            }
+        }
+        for (i, s) in self.sessions.iter().enumerate() {
+            if s.in_use != listed[i] {
+                return Err(format!(
+                    "session {i}: in use {} but listed {}",
+                    s.in_use, listed[i]
+                ));
+            }
+            if s.in_use && self.find(&s.key, s.hash) != Some(i as u32) {
+                return Err(format!("session {i}: not indexed under its key"));
+            }
+            if s.in_use && s.class != TimeoutClass::of(s.proto, s.tcp_seen) {
+                return Err(format!(
+                    "session {i}: class {:?} for {:?}",
+                    s.class, s.tcp_seen
+                ));
+            }
+        }
+        let n = listed.iter().filter(|&&x| x).count();
+        if n != self.in_use as usize || self.index.len() != n {
+            return Err(format!(
+                "{n} listed, {} in use, {} indexed",
+                self.in_use,
+                self.index.len()
+            ));
+        }
+        if n + self.free.len() != self.sessions.len() {
+            return Err(format!(
+                "{n} + {} free != {} slots",
+                self.free.len(),
+                self.sessions.len()
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -1074,5 +1314,336 @@ mod tests {
             0
         );
         assert_eq!(st.decide(&t, &k, Direction::Input, 0, || false).session, 0);
+    }
+
+    /// [`tables`] plus `sw_if_index` 7 reflecting on output (sessions created by output
+    /// packets) and denying on input.
+    fn tables_two(max: u32, reserve: u8) -> AclTables {
+        let mut cfg = tables(max, reserve).config;
+        cfg.bindings.push(AclBinding {
+            sw_if_index: 7,
+            input: vec![1],
+            output: vec![0],
+        });
+        AclTables::build(&cfg)
+    }
+
+    /// The verdict without the session slot (which differs after a restart).
+    fn outcome(v: Verdict) -> (u8, u32, u32, u32, bool) {
+        let rule = if v.action == 3 { NONE } else { v.rule_index };
+        (v.action, v.acl_index, rule, v.trace_bits, v.refused_full)
+    }
+
+    /// Exports `st` at `now`, lets `down` pass and imports into a fresh state at `now + down`;
+    /// returns it and how many sessions were skipped as expired.
+    fn restart(st: &AclState, t: &AclTables, now: u64, down: u64) -> (AclState, usize) {
+        let mut fresh = AclState::new(&t.config);
+        let mut skipped = 0;
+        for mut x in st.export(now) {
+            x.idle_ns += down;
+            x.age_ns += down;
+            if !fresh.import(t, &x, now + down).unwrap() {
+                skipped += 1;
+            }
+        }
+        fresh.check_invariants().unwrap();
+        // The data plane's next main loop (which reserves the pool if nothing was imported).
+        fresh.sync(t, now + down);
+        (fresh, skipped)
+    }
+
+    #[test]
+    fn export_import_round_trip_hits_both_directions() {
+        let t = tables_two(16, 0);
+        let mut st = AclState::new(&t.config);
+        st.sync(&t, 0);
+        // UDP and an established TCP flow from sw 6 (input), an echo from sw 6, UDP leaving on
+        // sw 7 (output).
+        let udp = pkt(1, 2, 17, 1000, 53, Direction::Input);
+        let udp_back = pkt(2, 1, 17, 53, 1000, Direction::Output);
+        let syn = tcp(pkt(1, 2, 6, 40000, 80, Direction::Input), TCP_SYN);
+        let synack = tcp(
+            pkt(2, 1, 6, 80, 40000, Direction::Output),
+            TCP_SYN | TCP_ACK,
+        );
+        let ack = tcp(pkt(1, 2, 6, 40000, 80, Direction::Input), TCP_ACK);
+        let reply_ack = tcp(pkt(2, 1, 6, 80, 40000, Direction::Output), TCP_ACK);
+        let mut ping = pkt(1, 2, PROTO_ICMP, 8, 0, Direction::Input);
+        ping.icmp_id = 0x77;
+        let mut pong = pkt(2, 1, PROTO_ICMP, 0, 0, Direction::Output);
+        pong.icmp_id = 0x77;
+        let mut out7 = pkt(5, 6, 17, 2000, 53, Direction::Output);
+        out7.sw_if_index = 7;
+        let mut in7 = pkt(6, 5, 17, 53, 2000, Direction::Input);
+        in7.sw_if_index = 7;
+        for (k, d, at) in [
+            (&udp, Direction::Input, SEC),
+            (&syn, Direction::Input, 2 * SEC),
+            (&synack, Direction::Output, 2 * SEC),
+            (&ack, Direction::Input, 3 * SEC),
+            (&ping, Direction::Input, 4 * SEC),
+            (&out7, Direction::Output, 5 * SEC),
+        ] {
+            assert_ne!(st.decide(&t, k, d, at, || false).action, 0);
+        }
+        assert_eq!(st.len(), 4);
+        let now = 6 * SEC;
+        let saved = st.export(now);
+        assert_eq!(saved.len(), 4);
+        assert_eq!(
+            saved.iter().map(|s| s.idle_ns / SEC).collect::<Vec<_>>(),
+            [5, 3, 2, 1]
+        );
+        let tcp_saved = saved.iter().find(|s| s.proto == 6).unwrap();
+        assert_eq!(tcp_saved.class, TimeoutClass::TcpIdle);
+        assert_eq!(tcp_saved.age_ns, 4 * SEC);
+        let icmp_saved = saved.iter().find(|s| s.proto == PROTO_ICMP).unwrap();
+        assert_eq!((icmp_saved.sport, icmp_saved.icmp_id), (8, 0x77));
+        assert!(
+            !saved
+                .iter()
+                .find(|s| s.sw_if_index == 7)
+                .unwrap()
+                .created_on_input
+        );
+
+        // Into a fresh state that never saw `sync` (its pool is reserved by the import).
+        let later = 1000 * SEC;
+        let mut new = AclState::new(&t.config);
+        for x in &saved {
+            assert_eq!(new.import(&t, x, later), Ok(true));
+        }
+        new.check_invariants().unwrap();
+        assert_eq!(new.capacity(), 16);
+        assert_eq!(new.class_counts(), st.class_counts());
+        // Slots aside (imported most idle first), the same sessions with the same idle times
+        // and ages.
+        let relative = |x: SessionInfo, now: u64| SessionInfo {
+            index: 0,
+            created_ns: now - x.created_ns,
+            last_active_ns: now - x.last_active_ns,
+            ..x
+        };
+        let mut old: Vec<SessionInfo> = st.sessions().map(|x| relative(x, now)).collect();
+        let mut got: Vec<SessionInfo> = new.sessions().map(|x| relative(x, later)).collect();
+        old.sort_by_key(|x| (x.sw_if_index, x.proto, x.sport));
+        got.sort_by_key(|x| (x.sw_if_index, x.proto, x.sport));
+        assert_eq!(got, old);
+        // Both directions of every flow hit, in the new state as in the old.
+        for (k, d) in [
+            (&udp, Direction::Input),
+            (&udp_back, Direction::Output),
+            (&ack, Direction::Input),
+            (&reply_ack, Direction::Output),
+            (&ping, Direction::Input),
+            (&pong, Direction::Output),
+            (&out7, Direction::Output),
+            (&in7, Direction::Input),
+        ] {
+            let a = new.decide(&t, k, d, later, || false);
+            let b = st.decide(&t, k, d, now, || false);
+            assert_eq!(a.action, 3, "{k:?}");
+            assert_eq!(outcome(a), outcome(b));
+        }
+        // What no session covers is still denied: another identifier, a wrong-way "reply".
+        let mut other = pong;
+        other.icmp_id = 0x78;
+        assert_eq!(
+            new.decide(&t, &other, Direction::Output, later, || false)
+                .action,
+            0
+        );
+        let mut wrong = pkt(1, 2, PROTO_ICMP, 0, 0, Direction::Input);
+        wrong.icmp_id = 0x77;
+        assert_eq!(
+            new.decide(&t, &wrong, Direction::Input, later, || false)
+                .session,
+            NONE
+        );
+        // The TCP state came along: a FIN makes the session transient.
+        let fin = tcp(
+            pkt(2, 1, 6, 80, 40000, Direction::Output),
+            TCP_FIN | TCP_ACK,
+        );
+        let v = new.decide(&t, &fin, Direction::Output, later, || false);
+        assert_eq!(v.trace_bits, 0x8001_0203);
+        new.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn import_skips_expired_and_unbound_refuses_duplicates_invalid_and_full() {
+        let t = tables_two(10, 20);
+        let mut st = AclState::new(&t.config);
+        let udp = |sport: u16, idle_s: u64| SavedAclSession {
+            sw_if_index: 6,
+            created_on_input: true,
+            proto: 17,
+            src: 1,
+            dst: 2,
+            sport,
+            dport: 53,
+            icmp_id: 0,
+            tcp_seen: [0; 2],
+            class: TimeoutClass::UdpIdle,
+            control: false,
+            idle_ns: idle_s * SEC,
+            age_ns: idle_s * SEC,
+        };
+        let now = 100 * SEC;
+        assert_eq!(st.import(&t, &udp(1, 10), now), Ok(false), "udp idle 10 s");
+        let mut unbound = udp(1, 1);
+        unbound.sw_if_index = 9;
+        assert_eq!(st.import(&t, &unbound, now), Ok(false));
+        let mut liar = udp(1, 1);
+        liar.class = TimeoutClass::TcpIdle;
+        assert_eq!(st.import(&t, &liar, now), Err(ImportError::Invalid));
+        let mut pong = udp(1, 1);
+        (pong.proto, pong.sport, pong.dport) = (PROTO_ICMP, 0, 0);
+        assert_eq!(
+            st.import(&t, &pong, now),
+            Err(ImportError::Invalid),
+            "an echo reply creates no session"
+        );
+        assert!(st.is_empty());
+        assert_eq!(st.import(&t, &udp(1, 9), now), Ok(true));
+        assert_eq!(st.import(&t, &udp(1, 0), now), Err(ImportError::Collision));
+        for p in 2..9 {
+            assert_eq!(st.import(&t, &udp(p, 1), now), Ok(true));
+        }
+        assert_eq!(st.len(), 8);
+        assert_eq!(st.import(&t, &udp(20, 1), now), Err(ImportError::Full));
+        assert_eq!(st.counters.refused_full, 1);
+        let mut ctl = udp(21, 1);
+        ctl.control = true;
+        assert_eq!(
+            st.import(&t, &ctl, now),
+            Ok(true),
+            "control uses the reserve"
+        );
+        st.check_invariants().unwrap();
+        // The session imported 9 s idle is the first to go, a second later, by the sweep.
+        st.sync(&t, now + SEC - 1);
+        assert_eq!(st.len(), 9);
+        st.sync(&t, now + SEC);
+        assert_eq!(st.len(), 8);
+        assert_eq!(st.counters.expired, 1);
+        let back = pkt(2, 1, 17, 53, 1, Direction::Output);
+        assert_eq!(
+            st.decide(&t, &back, Direction::Output, now + SEC, || false)
+                .action,
+            0
+        );
+        let back = pkt(2, 1, 17, 53, 2, Direction::Output);
+        assert_eq!(
+            st.decide(&t, &back, Direction::Output, now + SEC, || false)
+                .action,
+            3
+        );
+        st.check_invariants().unwrap();
+    }
+
+    mod model {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            /// Flow `f`'s initiator (or, if true, responder) sends a packet with TCP flags.
+            Packet(u8, bool, u8),
+            Advance(u64),
+            Sync,
+            /// Export, the given seconds of downtime, import into a fresh state.
+            Restart(u64),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            let flags = prop_oneof![
+                Just(TCP_SYN),
+                Just(TCP_SYN | TCP_ACK),
+                Just(TCP_ACK),
+                Just(TCP_FIN | TCP_ACK),
+                Just(TCP_RST),
+            ];
+            prop_oneof![
+                6 => (0..12u8, any::<bool>(), flags).prop_map(|(f, r, x)| Op::Packet(f, r, x)),
+                2 => (0..40u64).prop_map(Op::Advance),
+                1 => Just(Op::Sync),
+                1 => (0..30u64).prop_map(Op::Restart),
+            ]
+        }
+
+        /// Flow `f`: TCP, UDP or ICMP echo by `f % 3`; initiated on input of sw 6 when `f` is
+        /// even, on output of sw 7 when odd.
+        fn packet(f: u8, reply: bool, flags: u8) -> (PacketKey, Direction) {
+            let (sw, init) = if f.is_multiple_of(2) {
+                (6, Direction::Input)
+            } else {
+                (7, Direction::Output)
+            };
+            let dir = match (init, reply) {
+                (d, false) => d,
+                (Direction::Input, true) => Direction::Output,
+                (Direction::Output, true) => Direction::Input,
+            };
+            let (a, b) = (0x0a01_0100 + u32::from(f), 0x0a14_0002);
+            let (src, dst) = if reply { (b, a) } else { (a, b) };
+            let mut k = match f % 3 {
+                0 => {
+                    let (sp, dp) = if reply { (80, 40000) } else { (40000, 80) };
+                    tcp(pkt(src, dst, 6, sp, dp, dir), flags)
+                }
+                1 => {
+                    let (sp, dp) = if reply { (53, 5000) } else { (5000, 53) };
+                    pkt(src, dst, 17, sp, dp, dir)
+                }
+                _ => {
+                    let mut k = pkt(src, dst, PROTO_ICMP, if reply { 0 } else { 8 }, 0, dir);
+                    k.icmp_id = u16::from(f);
+                    k
+                }
+            };
+            k.sw_if_index = sw;
+            (k, dir)
+        }
+
+        proptest! {
+            /// A state restarted any number of times (export, downtime, import) decides every
+            /// packet as the state that never restarted.
+            #[test]
+            fn restarts_change_no_verdict(ops in proptest::collection::vec(op(), 1..200)) {
+                let t = tables_two(64, 0);
+                let mut reference = AclState::new(&t.config);
+                reference.sync(&t, 0);
+                let mut st = AclState::new(&t.config);
+                st.sync(&t, 0);
+                let mut now = 0;
+                for op in ops {
+                    match op {
+                        Op::Packet(f, reply, flags) => {
+                            let (k, d) = packet(f, reply, flags);
+                            let want = reference.decide(&t, &k, d, now, || false);
+                            let got = st.decide(&t, &k, d, now, || false);
+                            prop_assert_eq!(outcome(got), outcome(want), "{:?}", k);
+                        }
+                        Op::Advance(s) => now += s * SEC,
+                        Op::Sync => {
+                            reference.sync(&t, now);
+                            st.sync(&t, now);
+                        }
+                        Op::Restart(down) => {
+                            let before = st.len() as usize;
+                            let (fresh, skipped) = restart(&st, &t, now, down * SEC);
+                            now += down * SEC;
+                            prop_assert_eq!(fresh.len() as usize + skipped, before);
+                            st = fresh;
+                        }
+                    }
+                    if let Err(e) = st.check_invariants() {
+                        prop_assert!(false, "{}", e);
+                    }
+                }
+            }
+        }
     }
 }
