@@ -212,6 +212,10 @@ impl Dataplane {
         if cfg.seed != self.seed || self.epoch == 1 {
             self.worker.nat = NatState::new(&cfg.nat, cfg.seed);
         }
+        let output_nat = (
+            self.graph.node_index("nat44-in2out-output"),
+            self.graph.node_index("nat44-in2out-output-slowpath"),
+        );
         for iface in l3.interfaces.iter().flatten() {
             if let Some((end, features)) = iface.ip4_unicast_arc.split_last() {
                 self.graph
@@ -220,6 +224,16 @@ impl Dataplane {
             if let Some((end, features)) = iface.ip4_output_arc.split_last() {
                 self.graph
                     .connect_feature_arc(self.nodes.ip4_rewrite, features, *end)?;
+            }
+            // The output NAT's slow path is off the arc but carries on along it where the fast
+            // path would have (the packets that create dynamic SNAT sessions).
+            if let (Some(fast), Some(slow)) = output_nat {
+                let arc = &iface.ip4_output_arc;
+                if let Some(k) = arc.iter().position(|&n| n == fast) {
+                    for &next in &arc[k + 1..] {
+                        self.graph.add_arc(slow, next)?;
+                    }
+                }
             }
         }
         self.worker.snap = Arc::new(Snapshot { l3, nat, acl });

@@ -581,3 +581,51 @@ fn twice_nat_for_external_clients_and_origin_sets() {
     let (src, _, dst, dport) = addrs(&s[0].frame);
     assert_eq!((src, dst, dport), (ip("10.1.1.254"), ip("10.1.1.4"), 8080));
 }
+
+#[test]
+fn dynamic_snat_on_the_uplink_sends_the_first_packet_and_takes_the_reply_back() {
+    let mut cfg = seed_config();
+    let uplink_mac = MacAddr([0x02, 0xfe, 0, 0, 0, 0x99]);
+    let mut up = InterfaceConfig::new("host-eth0", 3, InterfaceKind::Uplink, uplink_mac);
+    up.ip4 = vec![(ip("192.0.2.1"), 24)];
+    (up.nat_outside, up.nat_output) = (true, true);
+    cfg.interfaces.push(up);
+    cfg.static_neighbours.push(NeighbourConfig {
+        sw_if_index: 3,
+        ip: ip("192.0.2.254"),
+        mac: MacAddr([0x02, 0, 0, 0, 0, 0xfe]),
+    });
+    cfg.routes.push(RouteConfig::new(
+        ip("198.51.100.0"),
+        24,
+        Path::Attached {
+            next_hop: ip("192.0.2.254"),
+            sw_if_index: 3,
+        },
+    ));
+    cfg.nat.pool = vec![ip("192.0.2.1")];
+    let mut dp = dataplane(&cfg);
+    // The slow path that creates the session carries the packet on along the output arc.
+    let sent = send(
+        &mut dp,
+        6,
+        udp_frame(TAP2_MAC, "10.1.1.3", "198.51.100.10", 5000, 53),
+    );
+    assert_eq!(sent.len(), 1, "{}", dp.show_trace(10));
+    assert_eq!(sent[0].sw_if_index, 3);
+    assert_eq!(
+        addrs(&sent[0].frame),
+        (ip("192.0.2.1"), 5000, ip("198.51.100.10"), 53)
+    );
+    let back = send(
+        &mut dp,
+        3,
+        udp_frame(uplink_mac.0, "198.51.100.10", "192.0.2.1", 53, 5000),
+    );
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].sw_if_index, 6);
+    assert_eq!(
+        addrs(&back[0].frame),
+        (ip("198.51.100.10"), 53, ip("10.1.1.3"), 5000)
+    );
+}
