@@ -51,6 +51,24 @@ impl Clock {
         }
     }
 
+    /// Moves time forward by `ns` (a real clock by moving its start back); false if a real
+    /// clock's start cannot go that far back.
+    pub fn advance(&mut self, ns: u64) -> bool {
+        match self {
+            Clock::Real { start } => match start.checked_sub(std::time::Duration::from_nanos(ns)) {
+                Some(s) => {
+                    *start = s;
+                    true
+                }
+                None => false,
+            },
+            Clock::Virtual { now_ns, .. } => {
+                *now_ns = now_ns.saturating_add(ns);
+                true
+            }
+        }
+    }
+
     /// Sets virtual time (ignored for a real clock).
     pub fn set_ns(&mut self, t: u64) {
         if let Clock::Virtual { now_ns, .. } = self {
@@ -72,5 +90,21 @@ pub fn cpu_clocks() -> u64 {
         use std::sync::OnceLock;
         static START: OnceLock<Instant> = OnceLock::new();
         START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advance_moves_both_kinds_forward() {
+        let mut v = Clock::virtual_at(5, 1);
+        assert!(v.advance(10));
+        assert_eq!(v.now_ns(), 15);
+        let mut r = Clock::real();
+        let before = r.now_ns();
+        assert!(r.advance(3_600_000_000_000));
+        assert!(r.now_ns() >= before + 3_600_000_000_000);
     }
 }
