@@ -243,7 +243,7 @@ impl Dataplane {
     }
 
     /// Lets per-worker state follow the snapshot (once per main loop, never per packet).
-    fn sync_worker(&mut self) {
+    pub(crate) fn sync_worker(&mut self) {
         let now = self.graph.clock.now_ns();
         let snap = Arc::clone(&self.worker.snap);
         self.worker.l3.sync(&snap.l3, now);

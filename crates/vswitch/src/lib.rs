@@ -7,6 +7,7 @@ pub mod config;
 pub mod dataplane;
 pub mod memio;
 pub mod pg;
+pub mod sessions;
 pub mod show;
 pub mod stats;
 
@@ -14,4 +15,5 @@ pub use config::{DataplaneConfig, InterfaceConfig, NeighbourConfig, Path, RouteC
 pub use dataplane::{Dataplane, DataplaneError, DataplaneOptions, Snapshot, Worker};
 pub use memio::MemIo;
 pub use pg::PacketGenerator;
+pub use sessions::{RestoreReport, SavedSessions, SessionFileError};
 pub use stats::{DataplaneStats, ErrorStats, InterfaceStats};
