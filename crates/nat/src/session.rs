@@ -75,6 +75,8 @@ pub enum Class {
 }
 
 impl Class {
+    /// Asked for every packet that finds a session.
+    #[inline]
     pub fn timeout_s(self, t: &NatTimeouts) -> u32 {
         match self {
             Class::TcpTransitory => t.tcp_transitory,
@@ -230,7 +232,7 @@ pub struct SessionCounters {
     pub purged: u64,
 }
 
-/// A session as a graceful restart carries it over (SYSTEM.md 6.9): what is needed to rebuild it
+/// A session as a graceful restart carries it over (SYSTEM.md 1.1): what is needed to rebuild it
 /// in a fresh table with the same rewrites, class, TCP state and age. Times are relative (the
 /// data-plane clock starts anew with the process): `idle_ns` is how long before the export the
 /// session was last heard.
@@ -254,7 +256,7 @@ impl SavedNatSession {
     /// The class the session gets back. A file is not trusted to be consistent: the class must
     /// fit the protocol, and for TCP it decides the established state, as [`SessionTable::touch`]
     /// keeps them in step.
-    pub fn class(&self) -> Class {
+    pub fn restored_class(&self) -> Class {
         match (Class::initial(self.outer.proto), self.class) {
             (Class::TcpTransitory, Class::TcpEstablished) => Class::TcpEstablished,
             (initial, _) => initial,
@@ -263,7 +265,7 @@ impl SavedNatSession {
 
     /// Whether the session timed out `idle_ns` after it was last heard.
     pub fn expired(&self, t: &NatTimeouts) -> bool {
-        self.idle_ns >= self.class().timeout_ns(t)
+        self.idle_ns >= self.restored_class().timeout_ns(t)
     }
 }
 
@@ -702,7 +704,7 @@ impl SessionTable {
             now_ns,
             t,
         )?;
-        let class = s.class();
+        let class = s.restored_class();
         let last = now_ns.saturating_sub(s.idle_ns);
         // Off the list of the class `create` chose, onto the tail of its own.
         self.lru_unlink(i);
