@@ -33,11 +33,14 @@ use vecnet_io::netlink;
 use vecnet_io::netns;
 use vecnet_io::tap::{Offload, Tap, TapConfig};
 use vecnet_io::tapio::{Notifier, TapIo};
-use vecnet_vswitch::{Dataplane, DataplaneConfig, DataplaneOptions, DataplaneStats};
+use vecnet_vswitch::{
+    Dataplane, DataplaneConfig, DataplaneOptions, DataplaneStats, RestoreReport, SavedSessions,
+};
 use vecnet_wire::MacAddr;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::pods::{self, Attachment, PlugParams, Reattached};
 use crate::simulate::{InterfaceSpec, KindSpec, NodeSpec, Scenario};
 
 #[derive(clap::Args)]
@@ -60,6 +63,10 @@ enum DpCmd {
     /// Deletes every NAT session with this address as client or backend (a pod went away).
     PurgeAddress(Ipv4Addr),
     Cli(String, mpsc::Sender<Result<String, String>>),
+    /// The NAT and ACL sessions, to be kept across a restart.
+    SaveSessions(mpsc::Sender<SavedSessions>),
+    /// Sessions of the last run (after the first configuration, before the TAPs).
+    RestoreSessions(Box<SavedSessions>, mpsc::Sender<RestoreReport>),
     Stop,
 }
 
@@ -125,7 +132,13 @@ fn start_dataplane(cfg: &Config, metrics: Arc<Metrics>) -> Result<DataplaneHandl
                     }
                     DpCmd::RemoveTap(sw) => {
                         if let Some(io) = dp.device_mut().as_any_mut().downcast_mut::<TapIo>() {
-                            drop(io.remove(sw));
+                            // The pod is gone for good: without persistence, closing the fd
+                            // removes the device.
+                            if let Some(tap) = io.remove(sw) {
+                                if let Err(e) = tap.set_persist(false) {
+                                    tracing::warn!("TAP {sw}: {e}");
+                                }
+                            }
                         }
                     }
                     DpCmd::PurgeAddress(ip) => {
@@ -136,6 +149,12 @@ fn start_dataplane(cfg: &Config, metrics: Arc<Metrics>) -> Result<DataplaneHandl
                     }
                     DpCmd::Cli(line, reply) => {
                         let _ = reply.send(dp.exec(&line).map_err(|e| e.to_string()));
+                    }
+                    DpCmd::SaveSessions(reply) => {
+                        let _ = reply.send(dp.save_sessions());
+                    }
+                    DpCmd::RestoreSessions(saved, reply) => {
+                        let _ = reply.send(dp.restore_sessions(&saved));
                     }
                     DpCmd::Stop => return,
                 }
@@ -150,24 +169,6 @@ fn start_dataplane(cfg: &Config, metrics: Arc<Metrics>) -> Result<DataplaneHandl
         notifier,
         thread: Some(thread),
     })
-}
-
-/// One pod attached through CNI.
-#[derive(Debug, Clone)]
-struct Attachment {
-    pod_key: String,
-    ifname: String,
-    netns: String,
-    ip: Ipv4Addr,
-    instance: u32,
-    pod_mac: MacAddr,
-    dp_mac: MacAddr,
-}
-
-impl Attachment {
-    fn sw_if_index(&self) -> u32 {
-        4 + self.instance
-    }
 }
 
 struct Agent {
@@ -197,7 +198,20 @@ struct Agent {
     nodes: BTreeMap<String, NodeInfo>,
     /// etcd source state (`None` in manifests mode).
     etcd: Option<EtcdStatus>,
+    /// TAPs opened at start (tap0, pods of the last run) that the data plane gets only once it
+    /// runs the cluster's configuration, so that no packet of a flow established before a
+    /// restart meets an empty data plane.
+    pending_taps: Vec<(u32, Tap)>,
+    /// The pending TAPs have been handed over.
+    attached: bool,
+    /// The source has delivered its state (always, for the manifests directory).
+    synced: bool,
+    started: Instant,
 }
+
+/// How long a start waits for the source's state before it attaches the TAPs anyway (etcd or
+/// the API server down: the pods get the local configuration rather than nothing).
+const SOURCE_WAIT: Duration = Duration::from_secs(10);
 
 /// Most warning events kept for `vecnetctl events`.
 const MAX_EVENTS: usize = 512;
@@ -251,6 +265,11 @@ fn load_allocator(cfg: &Config, ipam: &NodeIpam) -> PodAllocator {
             PodAllocator::new(ipam)
         }
     }
+}
+
+/// Where an orderly stop leaves the data plane's sessions for the next start.
+fn sessions_path(cfg: &Config) -> PathBuf {
+    cfg.data_dir.join("sessions.bin")
 }
 
 /// Splits a renderer warning `<object>: <reason>: <message>`.
@@ -315,6 +334,10 @@ impl Agent {
             ready: false,
             nodes: BTreeMap::new(),
             etcd: (cfg.source.kind == "etcd").then(EtcdStatus::default),
+            pending_taps: Vec::new(),
+            attached: false,
+            synced: false,
+            started: Instant::now(),
             cfg,
         })
     }
@@ -323,7 +346,11 @@ impl Agent {
     fn setup_host_link(&mut self) -> Result<()> {
         let h = &self.cfg.interfaces.host;
         let name = h.linux_name.clone();
-        let cfg = TapConfig::new(&name).offload(offload(&self.cfg));
+        // Persistent, like the pods' TAPs: a restart of vecnetd keeps the host's link, its
+        // addresses and routes, and attaches to it again.
+        let cfg = TapConfig::new(&name)
+            .offload(offload(&self.cfg))
+            .persist(true);
         let tap = match &self.host_netns {
             None => Tap::open(&cfg),
             Some(p) => Tap::open_in(p, &cfg),
@@ -368,8 +395,155 @@ impl Agent {
             }
         }
         tracing::info!(link = %name, host_ips = ?self.host_ips, "host link up: tap0 {} / {} {}", ipam.host_vpp_ip, name, ipam.host_linux_ip);
-        self.dp.send(DpCmd::AddTap(TAP0_SW_IF_INDEX, tap));
+        self.pending_taps.push((TAP0_SW_IF_INDEX, tap));
         Ok(())
+    }
+
+    fn plug_params(&self) -> PlugParams {
+        PlugParams::new(&self.ipam, self.cfg.interfaces.pods.mtu, offload(&self.cfg))
+    }
+
+    /// Writes the attachments to `dataDir/pods.json`.
+    fn save_pods(&self) {
+        if let Err(e) = pods::save(&self.cfg.data_dir, &self.pods) {
+            tracing::warn!("pods: {e:#}");
+        }
+    }
+
+    /// Re-attaches the pods of the last run (their TAPs are persistent, see `pods`). A pod whose
+    /// netns is gone is forgotten and its address released; one whose TAP cannot be attached is
+    /// forgotten with an error that says why.
+    fn restore_pods(&mut self) {
+        let saved = match pods::load(&self.cfg.data_dir) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("pods of the last run not restored: {e:#}");
+                return;
+            }
+        };
+        if saved.is_empty() {
+            return;
+        }
+        let params = self.plug_params();
+        let mut changed = false;
+        for (key, a) in saved {
+            // The allocator is the authority on addresses: an attachment it does not back
+            // (a lost ipam file) is taken into it, one that conflicts is dropped.
+            let ip_ok = match self.alloc.get(&key) {
+                Some(ip) => ip == a.ip,
+                None => self.alloc.restore(&key, a.ip).is_ok(),
+            };
+            if !ip_ok || self.pods.values().any(|p| p.instance == a.instance) {
+                tracing::error!(pod = %a.pod_key, ip = %a.ip, "pod of the last run not restored: its address or TAP number is taken");
+                changed = true;
+                continue;
+            }
+            match pods::reattach(&a, params) {
+                Ok(Reattached::Attached(tap)) | Ok(Reattached::Replugged(tap)) => {
+                    tracing::info!(pod = %a.pod_key, ip = %a.ip, tap = %format!("tap{}", a.instance), "pod of the last run re-attached");
+                    self.pending_taps.push((a.sw_if_index(), tap));
+                    self.pods.insert(key, a);
+                }
+                Ok(Reattached::NetnsGone) => {
+                    tracing::info!(pod = %a.pod_key, netns = %a.netns, "pod of the last run is gone (no netns): address released");
+                    self.alloc.release(&key);
+                    changed = true;
+                }
+                Err(e) => {
+                    tracing::error!(pod = %a.pod_key, "pod of the last run not restored: {e:#}");
+                    self.alloc.release(&key);
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.save_ipam();
+            self.save_pods();
+        }
+    }
+
+    /// Gives the data plane the sessions the last run saved when it stopped, then removes the
+    /// file: sessions are saved only by an orderly stop, and a file must not outlive the flows
+    /// it describes (a later crash would restore them again).
+    fn restore_sessions(&mut self) {
+        let path = sessions_path(&self.cfg);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                tracing::error!(
+                    "sessions of the last run not restored: {}: {e}",
+                    path.display()
+                );
+                return;
+            }
+        };
+        let _ = std::fs::remove_file(&path);
+        let saved = match SavedSessions::from_bytes(&bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(
+                    "sessions of the last run not restored: {}: {e}",
+                    path.display()
+                );
+                return;
+            }
+        };
+        let (tx, rx) = mpsc::channel();
+        self.dp.send(DpCmd::RestoreSessions(Box::new(saved), tx));
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(r) => tracing::info!(
+                nat = r.nat,
+                acl = r.acl,
+                expired = r.expired,
+                refused = r.refused,
+                "sessions of the last run restored: nat={} acl={} expired={} refused={}",
+                r.nat,
+                r.acl,
+                r.expired,
+                r.refused
+            ),
+            Err(_) => tracing::error!("sessions of the last run: the data plane did not answer"),
+        }
+    }
+
+    /// Asks the data plane for its sessions and writes them to `dataDir` (orderly stop).
+    fn save_sessions(&self) {
+        let (tx, rx) = mpsc::channel();
+        self.dp.send(DpCmd::SaveSessions(tx));
+        let Ok(saved) = rx.recv_timeout(Duration::from_secs(30)) else {
+            tracing::error!("sessions not saved: the data plane did not answer");
+            return;
+        };
+        let (nat, acl) = (saved.nat.len(), saved.acl.len());
+        let path = sessions_path(&self.cfg);
+        let tmp = path.with_extension("bin.tmp");
+        let r = std::fs::create_dir_all(&self.cfg.data_dir)
+            .and_then(|()| std::fs::write(&tmp, saved.to_bytes()))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        match r {
+            Ok(()) => tracing::info!(nat, acl, "sessions saved to {}", path.display()),
+            Err(e) => tracing::error!("sessions not saved to {}: {e}", path.display()),
+        }
+    }
+
+    /// Hands the TAPs opened at start to the data plane once it runs the cluster's
+    /// configuration (or the source has kept it waiting too long).
+    fn attach_pending(&mut self) {
+        if self.attached || !(self.synced || self.started.elapsed() >= SOURCE_WAIT) {
+            return;
+        }
+        if !self.synced {
+            tracing::warn!(
+                "no state from the source after {} s: attaching the TAPs with the local configuration",
+                SOURCE_WAIT.as_secs()
+            );
+        }
+        self.attached = true;
+        self.restore_sessions();
+        for (sw, tap) in std::mem::take(&mut self.pending_taps) {
+            self.dp.send(DpCmd::AddTap(sw, tap));
+        }
     }
 
     /// Re-reads the manifests directory when a file changed; a file that fails to parse keeps
@@ -509,6 +683,7 @@ impl Agent {
         };
         match &ev {
             SourceEvent::Resync { .. } => {
+                self.synced = true;
                 self.metrics.source_resyncs.inc();
                 self.metrics.source_connected.set(1);
                 self.pending.push(Instant::now());
@@ -1159,10 +1334,11 @@ impl Agent {
             pod_mac: MacAddr(pod_mac),
             dp_mac: MacAddr(dp_mac),
         };
-        match self.plug(&a, &netns_path) {
+        match pods::plug(&a, self.plug_params()) {
             Ok(tap) => {
                 self.dp.send(DpCmd::AddTap(a.sw_if_index(), tap));
                 self.pods.insert(key.to_string(), a.clone());
+                self.save_pods();
                 self.render_and_apply()?;
                 tracing::info!(pod = %a.pod_key, ip = %a.ip, tap = %format!("tap{}", a.instance), "pod attached");
                 Ok(self.result_of(&a))
@@ -1175,40 +1351,6 @@ impl Agent {
         }
     }
 
-    /// Creates the pod's TAP, moves it into the pod netns as `ifname` and configures it
-    /// (SYSTEM.md 3.5).
-    fn plug(&self, a: &Attachment, netns_path: &Path) -> Result<Tap> {
-        let tmp = format!("vnt{}-{}", std::process::id() % 10000, a.instance);
-        let tap = Tap::open(&TapConfig::new(&tmp).offload(offload(&self.cfg)))
-            .map_err(|e| anyhow!("creating TAP {tmp}: {e}"))?;
-        netlink::set_netns(&tmp, netns_path)
-            .map_err(|e| anyhow!("moving {tmp} into {}: {e}", netns_path.display()))?;
-        let (ifname, ip, gw, pod_mac, dp_mac, mtu) = (
-            a.ifname.clone(),
-            a.ip,
-            self.ipam.pod_gateway,
-            a.pod_mac.0,
-            a.dp_mac.0,
-            self.cfg.interfaces.pods.mtu,
-        );
-        netns::run_in(netns_path, move || -> Result<()> {
-            let idx = netlink::link_index(&tmp)?.ok_or_else(|| anyhow!("{tmp} vanished"))?;
-            netlink::rename(idx, &ifname)?;
-            netlink::set_mac(&ifname, pod_mac)?;
-            netlink::set_mtu(&ifname, mtu as u32)?;
-            let _ = netlink::set_ipv6_disabled(&ifname, true);
-            netlink::set_up(&ifname)?;
-            netlink::set_up("lo")?;
-            netlink::add_addr(&ifname, ip, 32)?;
-            netlink::add_route(gw, 32, None, &ifname, true)?;
-            netlink::add_route(Ipv4Addr::UNSPECIFIED, 0, Some(gw), &ifname, false)?;
-            netlink::add_neigh_permanent(&ifname, gw, dp_mac)?;
-            Ok(())
-        })
-        .map_err(|e| anyhow!("{e}"))??;
-        Ok(tap)
-    }
-
     fn cni_del(&mut self, key: &str) {
         let Some(a) = self.pods.remove(key) else {
             if self.alloc.release(key).is_some() {
@@ -1216,9 +1358,17 @@ impl Agent {
             }
             return;
         };
-        self.dp.send(DpCmd::RemoveTap(a.sw_if_index()));
+        let sw = a.sw_if_index();
+        match self.pending_taps.iter().position(|(s, _)| *s == sw) {
+            Some(i) => {
+                let (_, tap) = self.pending_taps.swap_remove(i);
+                let _ = tap.set_persist(false);
+            }
+            None => self.dp.send(DpCmd::RemoveTap(sw)),
+        }
         self.alloc.release(key);
         self.save_ipam();
+        self.save_pods();
         // SYSTEM.md 6.8: a deleted pod's sessions, as client or backend, go with it.
         self.dp.send(DpCmd::PurgeAddress(a.ip));
         if let Err(e) = self.render_and_apply() {
@@ -1476,6 +1626,7 @@ pub fn run(args: Args) -> Result<()> {
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
     let mut agent = Agent::new(cfg)?;
     agent.setup_host_link()?;
+    agent.restore_pods();
     let (tx, rx) = mpsc::channel();
     let mut source_thread = None;
     if etcd_mode {
@@ -1508,8 +1659,10 @@ pub fn run(args: Args) -> Result<()> {
         );
     } else {
         agent.rescan_manifests();
+        agent.synced = true;
     }
     agent.render_and_apply()?;
+    agent.attach_pending();
     agent.ready = true;
     tracing::info!(socket = %socket.display(), node = %agent.cfg.node_name, node_id = agent.ipam.node_id, source = %agent.source_line(), "vecnetd ready");
     let http = match agent.cfg.http_listen.as_str() {
@@ -1603,6 +1756,7 @@ pub fn run(args: Args) -> Result<()> {
                 tracing::error!("render: {e:#}");
             }
         }
+        agent.attach_pending();
         if !etcd_mode && !kube_mode && last_scan.elapsed() >= Duration::from_secs(1) {
             last_scan = Instant::now();
             if agent.rescan_manifests() {
@@ -1623,7 +1777,12 @@ pub fn run(args: Args) -> Result<()> {
     drop(rx);
     drop(source_thread);
     let _ = std::fs::remove_file(&socket);
-    // Closing the TAP fds removes the (non-persistent) TAPs, their addresses and routes.
+    // The TAPs are persistent: closing their fds leaves tap0 and the pods' interfaces in place
+    // (without carrier) for the next vecnetd to attach to, and the sessions saved now let it
+    // carry on the flows that cross them.
+    if agent.attached {
+        agent.save_sessions();
+    }
     agent.dp.send(DpCmd::Stop);
     if let Some(t) = agent.dp.thread.take() {
         let _ = t.join();

@@ -10,6 +10,7 @@ mod config;
 mod daemon;
 mod demo;
 mod metrics;
+mod pods;
 mod reflect;
 mod simulate;
 

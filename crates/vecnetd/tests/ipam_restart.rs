@@ -167,7 +167,7 @@ fn pod_ips_are_relearned_after_a_restart_and_exhaustion_is_a_cni_error() {
     // The failed ADD changed nothing: the attached pods still answer.
     let gateway = offset(net, 1);
     let (got, out) = ping(&a.netns, gateway, 1);
-    assert_eq!(got, 0, "a's TAP went with the old process: {out}");
+    assert_eq!(got, 0, "a's TAP went with GC's DEL: {out}");
     let (got, out) = ping(&ghost.netns, gateway, 1);
     assert_eq!(got, 1, "ghost reaches its gateway: {out}");
     node.finish();

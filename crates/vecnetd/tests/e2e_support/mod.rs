@@ -525,8 +525,8 @@ impl Node {
             .expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_vecnetd"));
         // If the test process dies without cleaning up (killed, Ctrl-C), the daemon still stops
-        // in order and removes its TAPs (the signal comes when the spawning thread — this
-        // test's — ends; the test stops the daemon before that anyway).
+        // in order (the signal comes when the spawning thread — this test's — ends; the test
+        // stops the daemon before that anyway).
         // SAFETY: the closure only makes one async-signal-safe system call (prctl).
         unsafe {
             cmd.pre_exec(|| {
@@ -562,7 +562,7 @@ impl Node {
     }
 
     /// Stops the daemon (SIGTERM, as systemd would) and starts it again on the same
-    /// configuration and `dataDir`. Pods attached before lose their TAPs with the old process.
+    /// configuration and `dataDir`. The TAPs are persistent: the new process attaches to them.
     pub fn restart_daemon(&mut self) {
         if let Some(mut child) = self.daemon.take() {
             let _ = rustix::process::kill_process(
@@ -576,6 +576,15 @@ impl Node {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spawn_daemon();
+    }
+
+    /// Kills the daemon without warning (SIGKILL: a crash, the OOM killer) and starts it again.
+    pub fn crash_daemon(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
