@@ -43,8 +43,33 @@ pub struct Rendered {
     pub acl: AclConfig,
     /// ClusterIPs with mappings (those outside serviceCIDR need a reject route of their own).
     pub cluster_ips: BTreeSet<Ipv4Addr>,
-    /// Operator-facing warnings: `<object>: <reason>: <message>`.
-    pub warnings: Vec<String>,
+    /// Objects that could not be rendered (whole or in part), as warning events.
+    pub warnings: Vec<Warning>,
+}
+
+/// A warning about one object, like a Kubernetes Event of type Warning: the object
+/// (`"<Kind> <namespace>/<name>"`), a CamelCase reason and a message for the operator.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Warning {
+    pub object: String,
+    pub reason: String,
+    pub message: String,
+}
+
+impl Warning {
+    pub fn new(object: impl Into<String>, reason: &str, message: impl Into<String>) -> Self {
+        Self {
+            object: object.into(),
+            reason: reason.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}: {}", self.object, self.reason, self.message)
+    }
 }
 
 /// What the renderers keep between renders (the agent owns one; `None` renders from scratch).
@@ -111,17 +136,18 @@ pub fn render_with(
             }
         }
     }
-    let mut warnings: Vec<String> = services
+    let mut warnings: Vec<Warning> = services
         .events
         .iter()
-        .map(|e| format!("{}: {}: {}", e.object, e.reason, e.message))
+        .map(|e| Warning::new(e.object.clone(), &e.reason, e.message.clone()))
         .collect();
-    warnings.extend(
-        policies
-            .events
-            .iter()
-            .map(|e| format!("NetworkPolicy {}: {}: {}", e.object, e.reason, e.message)),
-    );
+    warnings.extend(policies.events.iter().map(|e| {
+        Warning::new(
+            format!("NetworkPolicy {}", e.object),
+            &e.reason,
+            e.message.clone(),
+        )
+    }));
     Rendered {
         nat,
         inside_pod_ips: services.backend_pod_ips.clone(),

@@ -28,6 +28,7 @@ use vecnet_agent::etcd::source::{SourceConfig, SourceEvent};
 use vecnet_agent::etcd::{self, IdClaim, Layout, NodeInfo};
 use vecnet_agent::ipam::{pod_macs, IpamError, NodeIpam, PodAllocator, FIXED_POD_MAC};
 use vecnet_agent::model::ClusterState;
+use vecnet_agent::render::Warning;
 use vecnet_graph::Clock;
 use vecnet_io::netlink;
 use vecnet_io::netns;
@@ -189,8 +190,8 @@ struct Agent {
     applied: Option<Arc<DataplaneConfig>>,
     /// What the renderers keep between renders (per-Service results).
     render_cache: vecnet_agent::render::RenderCache,
-    /// Warnings of the last render (`<object>: <reason>: <message>`).
-    warnings: BTreeSet<String>,
+    /// Warnings of the last render.
+    warnings: BTreeSet<Warning>,
     /// Warning events, newest last (`vecnetctl events`).
     events: VecDeque<EventRecord>,
     ready: bool,
@@ -270,15 +271,6 @@ fn load_allocator(cfg: &Config, ipam: &NodeIpam) -> PodAllocator {
 /// Where an orderly stop leaves the data plane's sessions for the next start.
 fn sessions_path(cfg: &Config) -> PathBuf {
     cfg.data_dir.join("sessions.bin")
-}
-
-/// Splits a renderer warning `<object>: <reason>: <message>`.
-fn split_warning(w: &str) -> (String, String, String) {
-    let mut it = w.splitn(3, ": ");
-    match (it.next(), it.next(), it.next()) {
-        (Some(o), Some(r), Some(m)) => (o.into(), r.into(), m.into()),
-        _ => ("-".into(), "Warning".into(), w.into()),
-    }
 }
 
 /// What the agent knows about its etcd connection.
@@ -896,24 +888,24 @@ impl Agent {
     /// Turns the render's warnings into events: a warning that appears is logged, counted and
     /// kept in the history; one that goes away is logged as resolved. The gauge counts the
     /// current ones by reason.
-    fn note_warnings(&mut self, warnings: Vec<String>) {
-        let now: BTreeSet<String> = warnings.into_iter().collect();
-        let new: Vec<String> = now.difference(&self.warnings).cloned().collect();
+    fn note_warnings(&mut self, warnings: Vec<Warning>) {
+        let now: BTreeSet<Warning> = warnings.into_iter().collect();
+        let new: Vec<Warning> = now.difference(&self.warnings).cloned().collect();
         for w in &self.warnings {
             if !now.contains(w) {
                 tracing::info!("resolved: {w}");
             }
         }
         for w in new {
-            let (object, reason, message) = split_warning(&w);
-            self.event(object, &reason, message);
+            self.event(w.object, &w.reason, w.message);
         }
         self.metrics.object_warnings.clear();
         for w in &now {
-            let (_, reason, _) = split_warning(w);
             self.metrics
                 .object_warnings
-                .get_or_create(&crate::metrics::ReasonLabels { reason })
+                .get_or_create(&crate::metrics::ReasonLabels {
+                    reason: w.reason.clone(),
+                })
                 .inc();
         }
         self.warnings = now;
@@ -1553,6 +1545,76 @@ fn wait_readable(fd: &impl std::os::fd::AsFd) {
     }
 }
 
+/// A listening socket whose connections carry one control request each (the control socket,
+/// the HTTP listener).
+trait Acceptor: std::os::fd::AsFd + Send + 'static {
+    type Conn: std::io::Read + std::io::Write + Send + 'static;
+    fn set_nonblocking(&self) -> std::io::Result<()>;
+    /// The next connection, blocking and with `read_timeout`.
+    fn accept_conn(&self, read_timeout: Duration) -> std::io::Result<Self::Conn>;
+}
+
+impl Acceptor for UnixListener {
+    type Conn = std::os::unix::net::UnixStream;
+    fn set_nonblocking(&self) -> std::io::Result<()> {
+        UnixListener::set_nonblocking(self, true)
+    }
+    fn accept_conn(&self, read_timeout: Duration) -> std::io::Result<Self::Conn> {
+        let (s, _) = self.accept()?;
+        s.set_nonblocking(false)?;
+        s.set_read_timeout(Some(read_timeout))?;
+        Ok(s)
+    }
+}
+
+impl Acceptor for std::net::TcpListener {
+    type Conn = std::net::TcpStream;
+    fn set_nonblocking(&self) -> std::io::Result<()> {
+        std::net::TcpListener::set_nonblocking(self, true)
+    }
+    fn accept_conn(&self, read_timeout: Duration) -> std::io::Result<Self::Conn> {
+        let (s, _) = self.accept()?;
+        s.set_nonblocking(false)?;
+        s.set_read_timeout(Some(read_timeout))?;
+        Ok(s)
+    }
+}
+
+/// Accepts connections on `l` until `stop`, each served on a thread of its own; the thread
+/// waits in poll(2) between connections and checks `stop` at least every 100 ms.
+fn spawn_acceptor<L: Acceptor>(
+    name: &str,
+    l: L,
+    stop: Arc<AtomicBool>,
+    tx: mpsc::Sender<AgentMsg>,
+    read_only: bool,
+    read_timeout: Duration,
+) -> Result<std::thread::JoinHandle<()>> {
+    l.set_nonblocking()
+        .with_context(|| format!("{name} listener: non-blocking mode"))?;
+    let conn_name = format!("{name}-conn");
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match l.accept_conn(read_timeout) {
+                    Ok(s) => {
+                        let tx = tx.clone();
+                        let _ = std::thread::Builder::new()
+                            .name(conn_name.clone())
+                            .spawn(move || serve_connection(s, &tx, read_only));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => wait_readable(&l),
+                    Err(e) => {
+                        tracing::warn!("{conn_name}: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        })
+        .with_context(|| format!("spawning the {name} listener thread"))
+}
+
 /// What the HTTP listener (`httpListen`) serves: read-only, no CNI, no CLI.
 const HTTP_ROUTES: [&str; 3] = ["/metrics", "/healthz", "/readyz"];
 
@@ -1681,60 +1743,23 @@ pub fn run(args: Args) -> Result<()> {
     };
     let http_thread = match http {
         None => None,
-        Some(l) => {
-            l.set_nonblocking(true)?;
-            let stop3 = Arc::clone(&stop);
-            let tx = tx.clone();
-            Some(
-                std::thread::Builder::new()
-                    .name("http".into())
-                    .spawn(move || {
-                        while !stop3.load(Ordering::Relaxed) {
-                            match l.accept() {
-                                Ok((s, _)) => {
-                                    let _ = s.set_nonblocking(false);
-                                    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-                                    let tx = tx.clone();
-                                    let _ = std::thread::Builder::new()
-                                        .name("http-conn".into())
-                                        .spawn(move || serve_connection(s, &tx, true));
-                                }
-                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                                    wait_readable(&l);
-                                }
-                                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-                            }
-                        }
-                    })
-                    .context("spawning the HTTP listener thread")?,
-            )
-        }
+        Some(l) => Some(spawn_acceptor(
+            "http",
+            l,
+            Arc::clone(&stop),
+            tx.clone(),
+            true,
+            Duration::from_secs(10),
+        )?),
     };
-    listener.set_nonblocking(true)?;
-    let stop2 = Arc::clone(&stop);
-    let acceptor = std::thread::Builder::new()
-        .name("control".into())
-        .spawn(move || {
-            while !stop2.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((s, _)) => {
-                        let _ = s.set_nonblocking(false);
-                        let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-                        let tx = tx.clone();
-                        let _ = std::thread::Builder::new()
-                            .name("control-conn".into())
-                            .spawn(move || serve_connection(s, &tx, false));
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        wait_readable(&listener);
-                    }
-                    Err(e) => {
-                        tracing::warn!("control socket: {e}");
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                }
-            }
-        })?;
+    let acceptor = spawn_acceptor(
+        "control",
+        listener,
+        Arc::clone(&stop),
+        tx,
+        false,
+        Duration::from_secs(30),
+    )?;
 
     let mut last_scan = Instant::now();
     while !stop.load(Ordering::Relaxed) {

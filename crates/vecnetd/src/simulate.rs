@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use vecnet_agent::ipam::IpamConfig;
+use vecnet_agent::render::Warning;
 use vecnet_graph::{Clock, VirtioNetHdr};
 use vecnet_nodes::InterfaceKind;
 use vecnet_vswitch::{
@@ -257,7 +258,7 @@ pub struct Plan {
     pub config: DataplaneConfig,
     pub frames: Vec<(u32, Vec<u8>)>,
     /// Objects that were rejected or only partly rendered.
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
 }
 
 /// Renders the scenario's node and interfaces as SYSTEM.md section 3 lays out node N.
@@ -469,7 +470,7 @@ fn render_objects(
     cache: Option<&mut vecnet_agent::render::RenderCache>,
     ipam: &vecnet_agent::ipam::NodeIpam,
     cfg: &mut DataplaneConfig,
-) -> Result<Vec<String>> {
+) -> Result<Vec<Warning>> {
     use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use vecnet_agent::model::{parse_object, ClusterState, Object};
@@ -514,8 +515,10 @@ fn render_objects(
         });
         let status = pod.status.get_or_insert_with(PodStatus::default);
         match status.pod_ip.as_deref() {
-            Some(p) if p != ip.to_string() => warnings.push(format!(
-                "Pod {key}: status.podIP {p} differs from its interface's {ip}; using {ip}"
+            Some(p) if p != ip.to_string() => warnings.push(Warning::new(
+                format!("Pod {key}"),
+                "PodIPMismatch",
+                format!("status.podIP {p} differs from its interface's {ip}; using {ip}"),
             )),
             _ => {}
         }
