@@ -1,5 +1,7 @@
 //! NAT44 end to end through the real graph: the seed's Service flow byte for byte, hairpin,
-//! reject, drop, UDP purge on endpoint change, ICMP errors from a backend, session timeouts.
+//! reject, drop, UDP purge on endpoint change, ICMP errors from a backend, session timeouts,
+//! dynamic SNAT to the Internet through the uplink's output feature (whole TCP and UDP flows from
+//! every kind of inside interface, new flows in one vector, traces and `show nat44 sessions`).
 
 use std::net::Ipv4Addr;
 
@@ -1025,4 +1027,149 @@ fn two_clients_with_the_same_port_in_one_vector_get_two_ports() {
         );
     }
     assert_no_drops(&dp);
+}
+
+/// The records of packet `n` (1-based) of `show trace`.
+fn packet_trace(trace: &str, n: usize) -> &str {
+    let start = trace
+        .find(&format!("Packet {n}\n"))
+        .unwrap_or_else(|| panic!("no packet {n}:\n{trace}"));
+    let rest = &trace[start..];
+    let end = rest[1..].find("\nPacket ").map_or(rest.len(), |e| e + 1);
+    &rest[..end]
+}
+
+/// The nodes packet `n` went through.
+fn packet_nodes(trace: &str, n: usize) -> Vec<&str> {
+    packet_trace(trace, n)
+        .lines()
+        .filter_map(|l| {
+            l.split_once(": ")
+                .filter(|(t, _)| t.len() == 15 && t.as_bytes()[2] == b':')
+                .map(|(_, n)| n)
+        })
+        .collect()
+}
+
+#[test]
+fn dynamic_snat_traces_and_shows_as_vpp() {
+    let output = |dp: &Dataplane| {
+        let g = &dp.graph;
+        let from = g.node_index("nat44-in2out-output").unwrap();
+        let to = g.node_index("host-eth0-output").unwrap();
+        let fast = g.arc(from, to).expect("fast path -> host-eth0-output");
+        let from = g.node_index("nat44-in2out-output-slowpath").unwrap();
+        let slow = g.arc(from, to).expect("slow path -> host-eth0-output");
+        (fast, slow)
+    };
+    // A pod that backs no Service: `nat44-out2in` on its TAP, then SYSTEM.md 5.7 (flow 5).
+    let mut dp = dataplane(&uplink_config());
+    converse(&mut dp, PLAIN_POD, 6, (41000, 443), &TCP_CONVERSATION[..3]);
+    let (fast, slow) = output(&dp);
+    let trace = dp.show_trace(10);
+    let request = [
+        "virtio-input",
+        "ethernet-input",
+        "ip4-input",
+        "nat44-out2in",
+        "ip4-lookup",
+        "ip4-rewrite",
+        "nat44-in2out-output",
+        "nat44-in2out-output-slowpath",
+        "host-eth0-output",
+    ];
+    assert_eq!(packet_nodes(&trace, 1), request, "{trace}");
+    let first = packet_trace(&trace, 1);
+    for record in [
+        "  NAT44_OUT2IN: sw_if_index 6, next index 1, session index -1\n".to_string(),
+        "  NAT44_IN2OUT_FAST_PATH: sw_if_index 6, next index 3, session -1\n".to_string(),
+        format!("  NAT44_IN2OUT_SLOW_PATH: sw_if_index 6, next index {slow}, session 0\n"),
+    ] {
+        assert!(first.contains(&record), "{record}{first}");
+    }
+    let reply = packet_trace(&trace, 2);
+    assert_eq!(
+        packet_nodes(&trace, 2),
+        [
+            "virtio-input",
+            "ethernet-input",
+            "ip4-input",
+            "nat44-out2in",
+            "ip4-lookup",
+            "ip4-rewrite",
+            "tap2-output"
+        ]
+    );
+    assert!(
+        reply.contains("  NAT44_OUT2IN: sw_if_index 3, next index 1, session index 0\n"),
+        "{reply}"
+    );
+    // The next packet: passed by out2in, found by the output feature's fast path.
+    let next = packet_trace(&trace, 3);
+    let mut nodes = request.to_vec();
+    nodes.retain(|n| *n != "nat44-in2out-output-slowpath");
+    assert_eq!(packet_nodes(&trace, 3), nodes, "{next}");
+    for record in [
+        "  NAT44_OUT2IN: sw_if_index 6, next index 1, session index -1\n".to_string(),
+        format!("  NAT44_IN2OUT_FAST_PATH: sw_if_index 6, next index {fast}, session 0\n"),
+    ] {
+        assert!(next.contains(&record), "{record}{next}");
+    }
+    let show = dp.exec("show nat44 sessions detail").unwrap();
+    let heard = show
+        .lines()
+        .find(|l| l.contains("last heard"))
+        .unwrap_or_default();
+    assert_eq!(
+        show,
+        format!(
+            "NAT44 sessions:
+  thread 0 vpp_main: 1 sessions
+  10.1.1.3: 1 dynamic translations, 0 static translations
+    i2o 10.1.1.3 proto 6 port 41000 fib 0
+    o2i 192.0.2.1 proto 6 port 41000 fib 0
+       external host 203.0.113.10:443
+{heard}
+       total pkts 3, total bytes 153
+       dynamic translation tcp established, timeout 7440 s, session index 0
+"
+        )
+    );
+
+    // A pod that backs a Service (`in`+`out`): `nat44-in2out` and its slow path, both `-1`, for
+    // every packet of the flow, as for anything else not addressed to a VIP (SYSTEM.md 5.2).
+    let mut dp = dataplane(&uplink_config());
+    converse(
+        &mut dp,
+        BACKEND_POD,
+        6,
+        (41000, 443),
+        &TCP_CONVERSATION[..3],
+    );
+    let (fast, slow) = output(&dp);
+    let trace = dp.show_trace(10);
+    for (n, output) in [
+        (
+            1,
+            format!("  NAT44_IN2OUT_SLOW_PATH: sw_if_index 7, next index {slow}, session 0\n"),
+        ),
+        (
+            3,
+            format!("  NAT44_IN2OUT_FAST_PATH: sw_if_index 7, next index {fast}, session 0\n"),
+        ),
+    ] {
+        let t = packet_trace(&trace, n);
+        for record in [
+            "  NAT44_IN2OUT_FAST_PATH: sw_if_index 7, next index 3, session -1\n",
+            "  NAT44_IN2OUT_SLOW_PATH: sw_if_index 7, next index 0, session -1\n",
+            &output,
+        ] {
+            assert!(t.contains(record), "packet {n}: {record}{t}");
+        }
+    }
+    let show = dp.exec("show nat44 sessions detail").unwrap();
+    assert!(
+        show.contains("  10.1.1.4: 1 dynamic translations, 0 static translations\n    i2o 10.1.1.4 proto 6 port 41000 fib 0\n    o2i 192.0.2.1 proto 6 port 41000 fib 0\n       external host 203.0.113.10:443\n"),
+        "{show}"
+    );
 }
