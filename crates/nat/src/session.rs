@@ -456,6 +456,15 @@ impl SessionTable {
         self.find(key, self.hash(key)).is_some()
     }
 
+    /// Whether `key` is free for a new session at `now_ns` (port allocation, SYSTEM.md 6.10). A
+    /// session holding it that has timed out but was not reaped yet is deleted now, as a lookup
+    /// would: otherwise whether a port counts as free would depend on how many main loops ran
+    /// since the clock passed its timeout, and a frame would allocate other ports than the same
+    /// packets one at a time.
+    pub fn key_free(&mut self, key: &FlowKey, now_ns: u64, t: &NatTimeouts) -> bool {
+        self.lookup(key, now_ns, t).is_none()
+    }
+
     /// Creates a session for `outer` translated to `inner`.
     #[allow(clippy::too_many_arguments)]
     pub fn create(
@@ -1025,6 +1034,24 @@ mod tests {
             let s = t.get(s).unwrap();
             assert!(s.on_input(Dir::Forward) && s.on_input(Dir::Reverse));
         }
+    }
+
+    #[test]
+    fn a_key_held_by_a_session_that_timed_out_is_free() {
+        let mut t = SessionTable::new(8, 0, 1);
+        let o = k(1, 9, 41000, 53, 17);
+        let i = k(5, 9, 41000, 53, 17);
+        t.create(o, i, SessionKind::Dynamic, false, u32::MAX, false, 0, &T)
+            .unwrap();
+        let reply = i.reversed();
+        assert!(!t.key_free(&reply, 299 * S, &T));
+        assert_eq!(t.len(), 1, "a live session stays");
+        // Timed out, not reaped yet: the port is free, and the session goes as a lookup's would.
+        assert!(t.key_in_use(&reply));
+        assert!(t.key_free(&reply, 600 * S, &T));
+        assert!(t.is_empty());
+        assert_eq!(t.counters.expired, 1);
+        assert!(t.key_free(&reply, 600 * S, &T), "a key no session holds");
     }
 
     #[test]
