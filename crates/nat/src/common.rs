@@ -199,17 +199,18 @@ fn twice_nat_source(
     key: FlowKey,
     backend: u32,
     bport: u16,
-    _now: u64,
+    now: u64,
 ) -> Option<(u32, u16)> {
     let ip = *t.twice_pool.first()?;
-    let free = |st: &NatState, port: u16| {
-        !st.sessions.key_in_use(&FlowKey {
+    let free = |st: &mut NatState, port: u16| {
+        let reply = FlowKey {
             src: backend,
             dst: ip,
             sport: bport,
             dport: port,
             proto: key.proto,
-        })
+        };
+        st.sessions.key_free(&reply, now, &t.config.timeouts)
     };
     if key.sport >= 1024 && free(st, key.sport) {
         return Some((ip, key.sport));

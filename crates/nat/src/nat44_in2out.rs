@@ -1,7 +1,9 @@
-//! `nat44-in2out` (fast path): on `in` interfaces, translates packets of plain (dynamic and
-//! identity) sessions with one lookup; everything else — misses, load-balanced and twice-NAT
-//! sessions — goes to `nat44-in2out-slowpath` (era A: the seed's `FAST_PATH … session -1`).
-//! TTL ≤ 1 packets go to `ip4-icmp-error` before any translation.
+//! `nat44-in2out` (fast path): on `in` interfaces, translates packets of plain (identity, and
+//! the replies of dynamic) sessions with one lookup; everything else — misses, load-balanced and
+//! twice-NAT sessions — goes to `nat44-in2out-slowpath` (era A: the seed's `FAST_PATH … session
+//! -1`), and so do the outbound packets of a dynamic SNAT flow, which the slow path passes
+//! untranslated: the uplink's output feature translates them. TTL ≤ 1 packets go to
+//! `ip4-icmp-error` before any translation.
 
 use vecnet_graph::{FormatContext, Node, NodeCtx, RX};
 use vecnet_nodes::icmp_error::{set_icmp_error, ICMP_TIME_EXCEEDED};
@@ -71,10 +73,13 @@ impl<R: NatRuntime> Node<R> for Nat44In2Out {
                 *next = NEXT_ICMP_ERROR;
             } else if let Some((p, h, cand)) = sc.get(k) {
                 if let Some((i, dir)) = st.sessions.lookup_hashed(&p.key, h, cand, now, &timeouts) {
-                    let plain = st
-                        .sessions
-                        .get(i)
-                        .is_some_and(|s| s.kind != SessionKind::LoadBalanced && !s.twice_nat);
+                    // Not the outbound packets of a dynamic SNAT flow: the uplink's output
+                    // feature translates them. They go on through the slow path like any other
+                    // packet with nothing to translate here (`session -1` in both records, as
+                    // the flow's first packet and as SYSTEM.md 5.2 shows them).
+                    let plain = st.sessions.get(i).is_some_and(|s| {
+                        s.kind != SessionKind::LoadBalanced && !s.twice_nat && s.on_input(dir)
+                    });
                     if plain {
                         hit(st, i, dir, ip, p, m, now);
                         session = i;

@@ -191,14 +191,15 @@ fn dynamic_snat(
         );
     };
     let pool = u32::from(pool);
-    let free = |st: &crate::runtime::NatState, port: u16| {
-        !st.sessions.key_in_use(&FlowKey {
+    let free = |st: &mut crate::runtime::NatState, port: u16| {
+        let reply = FlowKey {
             src: key.dst,
             dst: pool,
             sport: key.dport,
             dport: port,
             proto: key.proto,
-        })
+        };
+        st.sessions.key_free(&reply, now, &t.config.timeouts)
     };
     let mut port = None;
     if key.sport >= 1024 && free(st, key.sport) {

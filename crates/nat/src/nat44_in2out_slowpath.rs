@@ -1,6 +1,7 @@
 //! `nat44-in2out-slowpath`: finds load-balanced, twice-NAT and hairpin sessions and reverses
 //! their translation (source back to the VIP); with no session the packet passes untranslated
-//! (`session -1`) — no dynamic SNAT on the input side (forwarding mode).
+//! (`session -1`) — no dynamic SNAT on the input side (forwarding mode), and the outbound packets
+//! of a dynamic SNAT flow pass as well: the uplink's output feature translates them.
 
 use vecnet_graph::{FormatContext, Node, NodeCtx, RX};
 
@@ -48,9 +49,13 @@ impl<R: NatRuntime> Node<R> for Nat44In2OutSlowPath {
             let mut session = u32::MAX;
             if let Some((p, h, cand)) = sc.get(k) {
                 if let Some((i, dir)) = st.sessions.lookup_hashed(&p.key, h, cand, now, &timeouts) {
-                    hit(st, i, dir, ip, p, m, now);
-                    session = i;
-                    processed += 1;
+                    // The outbound packets of a dynamic SNAT flow pass: the output feature
+                    // translates them.
+                    if st.sessions.get(i).is_some_and(|s| s.on_input(dir)) {
+                        hit(st, i, dir, ip, p, m, now);
+                        session = i;
+                        processed += 1;
+                    }
                 }
             }
             *next = NEXT_LOOKUP;

@@ -1,6 +1,8 @@
 //! `nat44-out2in`: on `out` interfaces. Finds the session by the packet's 5-tuple, else matches
 //! a static (load-balancing) or identity mapping and creates one, else passes the packet
-//! untranslated (forwarding mode: `session index -1`).
+//! untranslated (forwarding mode: `session index -1`). The outbound packets of a dynamic SNAT
+//! flow pass untranslated too, although their 5-tuple finds the session: the uplink's output
+//! feature translates them.
 
 use vecnet_graph::{FormatContext, Node, NodeCtx, RX};
 use vecnet_nodes::common::drop_with;
@@ -84,9 +86,14 @@ impl<R: NatRuntime> Node<R> for Nat44Out2In {
             };
             *next = NEXT_LOOKUP;
             if let Some((i, dir)) = st.sessions.lookup_hashed(&p.key, h, cand, now, &timeouts) {
-                hit(st, i, dir, ip, p, m, now);
-                session = i;
-                processed += 1;
+                // A pod's next packet to the Internet finds its dynamic session by the inside
+                // key: not out2in's (it matches outside keys only), it passes untranslated to
+                // the uplink's output feature.
+                if st.sessions.get(i).is_some_and(|s| s.on_input(dir)) {
+                    hit(st, i, dir, ip, p, m, now);
+                    session = i;
+                    processed += 1;
+                }
             } else if p.l4 == L4::Fragment || matches!(p.l4, L4::IcmpError { .. }) {
                 // Nothing to create for these: forwarded untranslated.
             } else if let Some(mi) = t.mapping_for(p.key.dst, p.key.dport, p.key.proto) {

@@ -59,7 +59,9 @@ pub enum SessionKind {
     LoadBalanced,
     /// Identity mapping: a session, no rewrite.
     Identity,
-    /// Dynamic source NAT to a pool address (output feature).
+    /// Dynamic source NAT to a pool address, made by the output feature
+    /// (`nat44-in2out-output-slowpath`). Its forward direction is translated only there; see
+    /// [`Session::on_input`].
     Dynamic,
 }
 
@@ -203,6 +205,19 @@ impl Session {
 
     pub fn expired(&self, now_ns: u64, t: &NatTimeouts) -> bool {
         now_ns.saturating_sub(self.last_heard_ns) >= self.timeout_s(t) as u64 * 1_000_000_000
+    }
+
+    /// Whether the input-side nodes (`nat44-out2in`, `nat44-in2out` and its slow path) translate
+    /// a packet of this session travelling in `dir`. Not the forward direction of a dynamic
+    /// session: that belongs to the output feature of the uplink, which made the session after
+    /// the egress ACL and finds it there for every later packet (SYSTEM.md 4.5.10, 9.4), as
+    /// VPP's out2in matches only outside keys and no dynamic SNAT happens on the input side
+    /// (4.5.7, 4.5.9). Translating it on input as well would hand the output feature a packet
+    /// from the pool address, which it must refuse, and show the uplink's egress ACL the node IP
+    /// instead of the pod. The reply direction is out2in's on the uplink.
+    #[inline]
+    pub fn on_input(&self, dir: Dir) -> bool {
+        self.kind != SessionKind::Dynamic || dir == Dir::Reverse
     }
 
     pub fn rewrite(&self, dir: Dir) -> &Rewrite {
@@ -439,6 +454,15 @@ impl SessionTable {
     /// Whether `key` is in use by any live session direction.
     pub fn key_in_use(&self, key: &FlowKey) -> bool {
         self.find(key, self.hash(key)).is_some()
+    }
+
+    /// Whether `key` is free for a new session at `now_ns` (port allocation, SYSTEM.md 6.10). A
+    /// session holding it that has timed out but was not reaped yet is deleted now, as a lookup
+    /// would: otherwise whether a port counts as free would depend on how many main loops ran
+    /// since the clock passed its timeout, and a frame would allocate other ports than the same
+    /// packets one at a time.
+    pub fn key_free(&mut self, key: &FlowKey, now_ns: u64, t: &NatTimeouts) -> bool {
+        self.lookup(key, now_ns, t).is_none()
     }
 
     /// Creates a session for `outer` translated to `inner`.
@@ -968,6 +992,66 @@ mod tests {
             )
             .is_ok());
         assert_eq!(t.counters.refused_full, 1);
+    }
+
+    #[test]
+    fn the_forward_direction_of_a_dynamic_session_is_not_for_the_input_side() {
+        let mut t = SessionTable::new(8, 0, 1);
+        // pod:41000 -> server:443, source-translated to node IP:41000 by the output feature.
+        let o = k(1, 9, 41000, 443, 6);
+        let i = k(5, 9, 41000, 443, 6);
+        let dy = t
+            .create(o, i, SessionKind::Dynamic, false, u32::MAX, false, 0, &T)
+            .unwrap();
+        let s = t.get(dy).unwrap();
+        assert!(!s.on_input(Dir::Forward), "the output feature's");
+        assert!(s.on_input(Dir::Reverse), "replies: out2in on the uplink");
+        let lb = t
+            .create(
+                k(1, 2, 1000, 80, 17),
+                k(1, 3, 1000, 8080, 17),
+                SessionKind::LoadBalanced,
+                false,
+                0,
+                false,
+                0,
+                &T,
+            )
+            .unwrap();
+        let id = t
+            .create(
+                k(7, 5, 999, 4789, 17),
+                k(7, 5, 999, 4789, 17),
+                SessionKind::Identity,
+                false,
+                u32::MAX,
+                true,
+                0,
+                &T,
+            )
+            .unwrap();
+        for s in [lb, id] {
+            let s = t.get(s).unwrap();
+            assert!(s.on_input(Dir::Forward) && s.on_input(Dir::Reverse));
+        }
+    }
+
+    #[test]
+    fn a_key_held_by_a_session_that_timed_out_is_free() {
+        let mut t = SessionTable::new(8, 0, 1);
+        let o = k(1, 9, 41000, 53, 17);
+        let i = k(5, 9, 41000, 53, 17);
+        t.create(o, i, SessionKind::Dynamic, false, u32::MAX, false, 0, &T)
+            .unwrap();
+        let reply = i.reversed();
+        assert!(!t.key_free(&reply, 299 * S, &T));
+        assert_eq!(t.len(), 1, "a live session stays");
+        // Timed out, not reaped yet: the port is free, and the session goes as a lookup's would.
+        assert!(t.key_in_use(&reply));
+        assert!(t.key_free(&reply, 600 * S, &T));
+        assert!(t.is_empty());
+        assert_eq!(t.counters.expired, 1);
+        assert!(t.key_free(&reply, 600 * S, &T), "a key no session holds");
     }
 
     #[test]

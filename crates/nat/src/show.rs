@@ -57,29 +57,43 @@ pub fn sessions(tables: &NatTables, state: &NatState, detail: bool, now_ns: u64)
         }
         for (i, s) in list {
             let proto = s.outer.proto;
-            // i2o = the inside (backend) side, o2i = the outside (external) side, as VPP's
-            // static-mapping sessions print them.
+            // i2o = the inside side, o2i = the outside side, external host = the other end, as
+            // VPP prints its in2out and out2in keys: for a Service session the backend, the
+            // external address and the client; for dynamic SNAT the pod's address and port,
+            // the pool address and port it is translated to, and the server.
+            let (inside, outside, external) = match s.kind {
+                SessionKind::Dynamic => (
+                    (s.outer.src, s.outer.sport),
+                    (s.inner.src, s.inner.sport),
+                    (s.outer.dst, s.outer.dport),
+                ),
+                SessionKind::LoadBalanced | SessionKind::Identity => (
+                    (s.inner.dst, s.inner.dport),
+                    (s.outer.dst, s.outer.dport),
+                    (s.outer.src, s.outer.sport),
+                ),
+            };
             let _ = writeln!(
                 out,
                 "    i2o {} proto {} port {} fib {}",
-                ip(s.inner.dst),
+                ip(inside.0),
                 proto,
-                s.inner.dport,
+                inside.1,
                 s.vrf
             );
             let _ = writeln!(
                 out,
                 "    o2i {} proto {} port {} fib {}",
-                ip(s.outer.dst),
+                ip(outside.0),
                 proto,
-                s.outer.dport,
+                outside.1,
                 s.vrf
             );
             let _ = writeln!(
                 out,
                 "       external host {}:{}",
-                ip(s.outer.src),
-                s.outer.sport
+                ip(external.0),
+                external.1
             );
             if s.twice_nat {
                 let _ = writeln!(

@@ -1,5 +1,7 @@
 //! NAT44 end to end through the real graph: the seed's Service flow byte for byte, hairpin,
-//! reject, drop, UDP purge on endpoint change, ICMP errors from a backend, session timeouts.
+//! reject, drop, UDP purge on endpoint change, ICMP errors from a backend, session timeouts,
+//! dynamic SNAT to the Internet through the uplink's output feature (whole TCP and UDP flows from
+//! every kind of inside interface, new flows in one vector, traces and `show nat44 sessions`).
 
 use std::net::Ipv4Addr;
 
@@ -582,29 +584,48 @@ fn twice_nat_for_external_clients_and_origin_sets() {
     assert_eq!((src, dst, dport), (ip("10.1.1.254"), ip("10.1.1.4"), 8080));
 }
 
-#[test]
-fn dynamic_snat_on_the_uplink_sends_the_first_packet_and_takes_the_reply_back() {
+const UPLINK: u32 = 3;
+const UPLINK_MAC: MacAddr = MacAddr([0x02, 0xfe, 0, 0, 0, 0x99]);
+const GW_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0xfe];
+const POD_MAC: [u8; 6] = [0, 0, 0, 0, 0, 2];
+const TAP0_MAC: [u8; 6] = [0x01, 0x23, 0x45, 0x67, 0x89, 0x42];
+const HOST_MAC: [u8; 6] = [0x3e, 0x1b, 0x70, 0x2d, 0x4d, 0x51];
+/// The node IP on the uplink: the main pool of dynamic SNAT.
+const NODE_IP: &str = "192.0.2.1";
+/// A server on the Internet, behind the uplink's gateway.
+const SERVER: &str = "203.0.113.10";
+
+/// The seed's node plus an uplink (sw 3, the node IP, NAT `out` + output feature, as vecnetd
+/// renders it with `natExternalTraffic`) and routes to two documentation ranges through its
+/// gateway; the node IP is the main pool.
+fn uplink_config() -> DataplaneConfig {
     let mut cfg = seed_config();
-    let uplink_mac = MacAddr([0x02, 0xfe, 0, 0, 0, 0x99]);
-    let mut up = InterfaceConfig::new("host-eth0", 3, InterfaceKind::Uplink, uplink_mac);
-    up.ip4 = vec![(ip("192.0.2.1"), 24)];
+    let mut up = InterfaceConfig::new("host-eth0", UPLINK, InterfaceKind::Uplink, UPLINK_MAC);
+    up.ip4 = vec![(ip(NODE_IP), 24)];
     (up.nat_outside, up.nat_output) = (true, true);
     cfg.interfaces.push(up);
     cfg.static_neighbours.push(NeighbourConfig {
-        sw_if_index: 3,
+        sw_if_index: UPLINK,
         ip: ip("192.0.2.254"),
-        mac: MacAddr([0x02, 0, 0, 0, 0, 0xfe]),
+        mac: MacAddr(GW_MAC),
     });
-    cfg.routes.push(RouteConfig::new(
-        ip("198.51.100.0"),
-        24,
-        Path::Attached {
-            next_hop: ip("192.0.2.254"),
-            sw_if_index: 3,
-        },
-    ));
-    cfg.nat.pool = vec![ip("192.0.2.1")];
-    let mut dp = dataplane(&cfg);
+    for net in ["198.51.100.0", "203.0.113.0"] {
+        cfg.routes.push(RouteConfig::new(
+            ip(net),
+            24,
+            Path::Attached {
+                next_hop: ip("192.0.2.254"),
+                sw_if_index: UPLINK,
+            },
+        ));
+    }
+    cfg.nat.pool = vec![ip(NODE_IP)];
+    cfg
+}
+
+#[test]
+fn dynamic_snat_on_the_uplink_sends_the_first_packet_and_takes_the_reply_back() {
+    let mut dp = dataplane(&uplink_config());
     // The slow path that creates the session carries the packet on along the output arc.
     let sent = send(
         &mut dp,
@@ -612,20 +633,543 @@ fn dynamic_snat_on_the_uplink_sends_the_first_packet_and_takes_the_reply_back() 
         udp_frame(TAP2_MAC, "10.1.1.3", "198.51.100.10", 5000, 53),
     );
     assert_eq!(sent.len(), 1, "{}", dp.show_trace(10));
-    assert_eq!(sent[0].sw_if_index, 3);
+    assert_eq!(sent[0].sw_if_index, UPLINK);
     assert_eq!(
         addrs(&sent[0].frame),
-        (ip("192.0.2.1"), 5000, ip("198.51.100.10"), 53)
+        (ip(NODE_IP), 5000, ip("198.51.100.10"), 53)
     );
     let back = send(
         &mut dp,
-        3,
-        udp_frame(uplink_mac.0, "198.51.100.10", "192.0.2.1", 53, 5000),
+        UPLINK,
+        udp_frame(UPLINK_MAC.0, "198.51.100.10", NODE_IP, 53, 5000),
     );
     assert_eq!(back.len(), 1);
     assert_eq!(back[0].sw_if_index, 6);
     assert_eq!(
         addrs(&back[0].frame),
         (ip("198.51.100.10"), 53, ip("10.1.1.3"), 5000)
+    );
+}
+
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const PSH: u8 = 0x08;
+const ACK: u8 = 0x10;
+
+/// One end of a flow to the Internet: the interface it arrives on, its MAC, the MAC of that
+/// interface (the source MAC of what the data plane sends it) and its address.
+#[derive(Clone, Copy)]
+struct Client {
+    sw: u32,
+    mac: [u8; 6],
+    if_mac: [u8; 6],
+    ip: &'static str,
+}
+
+/// A pod whose TAP is `out` only: its packets meet `nat44-out2in`.
+const PLAIN_POD: Client = Client {
+    sw: 6,
+    mac: POD_MAC,
+    if_mac: TAP2_MAC,
+    ip: "10.1.1.3",
+};
+/// A pod that backs a Service (`in`+`out`): its packets meet `nat44-in2out` and its slow path.
+const BACKEND_POD: Client = Client {
+    sw: 7,
+    mac: POD_MAC,
+    if_mac: TAP3_MAC,
+    ip: "10.1.1.4",
+};
+/// The host stack behind `tap0` (`in`+`out`).
+const HOST: Client = Client {
+    sw: 2,
+    mac: HOST_MAC,
+    if_mac: TAP0_MAC,
+    ip: "172.30.1.2",
+};
+
+/// A TCP segment (`proto` 6) or UDP datagram (17) with correct checksums, as etherparse builds
+/// it, from `macs.0` to `macs.1`; `flags` only for TCP. Built for both the frame sent and the frame expected, so that an
+/// expected frame is the sent one with other MACs, addresses, ports and TTL — byte for byte.
+#[allow(clippy::too_many_arguments)]
+fn l4_frame(
+    macs: ([u8; 6], [u8; 6]),
+    (src, sport): (&str, u16),
+    (dst, dport): (&str, u16),
+    ttl: u8,
+    proto: u8,
+    flags: u8,
+    seq: u32,
+    payload: &[u8],
+) -> Vec<u8> {
+    let ipb = etherparse::PacketBuilder::ethernet2(macs.0, macs.1).ipv4(
+        ip(src).octets(),
+        ip(dst).octets(),
+        ttl,
+    );
+    let mut out = Vec::new();
+    if proto == 17 {
+        ipb.udp(sport, dport).write(&mut out, payload).unwrap();
+        return out;
+    }
+    let mut b = ipb.tcp(sport, dport, seq, 64000);
+    if flags & SYN != 0 {
+        b = b.syn();
+    }
+    if flags & FIN != 0 {
+        b = b.fin();
+    }
+    if flags & PSH != 0 {
+        b = b.psh();
+    }
+    if flags & ACK != 0 {
+        b = b.ack(7000 + seq);
+    }
+    b.write(&mut out, payload).unwrap();
+    out
+}
+
+/// A step of a conversation: `true` = client → server, with TCP flags and payload.
+type Step = (bool, u8, &'static [u8]);
+
+/// A whole TCP connection: handshake, data both ways, FIN exchange.
+const TCP_CONVERSATION: [Step; 10] = [
+    (true, SYN, b""),
+    (false, SYN | ACK, b""),
+    (true, ACK | PSH, b"GET / HTTP/1.1\r\nHost: example\r\n\r\n"),
+    (true, ACK | PSH, b"more data"),
+    (true, ACK | PSH, b"and more"),
+    (false, ACK | PSH, b"HTTP/1.1 200 OK\r\n\r\nhello"),
+    (true, ACK, b""),
+    (true, FIN | ACK, b""),
+    (false, FIN | ACK, b""),
+    (true, ACK, b""),
+];
+
+/// Queries and answers of a DNS-like UDP flow.
+const UDP_CONVERSATION: [Step; 7] = [
+    (true, 0, b"query A"),
+    (false, 0, b"answer A"),
+    (true, 0, b"query AAAA"),
+    (true, 0, b"query TXT"),
+    (false, 0, b"answer AAAA"),
+    (false, 0, b"answer TXT"),
+    (true, 0, b"query MX"),
+];
+
+/// The frame a step's packet arrives as, and the frame it must leave as when the flow's source
+/// is translated to `NODE_IP:snat_port`, with the interface it leaves on.
+fn step_frames(
+    c: Client,
+    proto: u8,
+    (sport, dport): (u16, u16),
+    snat_port: u16,
+    (k, &(outbound, flags, payload)): (usize, &Step),
+) -> ((u32, Vec<u8>), (u32, Vec<u8>)) {
+    let seq = 1000 + 100 * k as u32;
+    let f = |macs, src, dst, ttl| l4_frame(macs, src, dst, ttl, proto, flags, seq, payload);
+    if outbound {
+        (
+            (
+                c.sw,
+                f((c.mac, c.if_mac), (c.ip, sport), (SERVER, dport), 64),
+            ),
+            (
+                UPLINK,
+                f(
+                    (UPLINK_MAC.0, GW_MAC),
+                    (NODE_IP, snat_port),
+                    (SERVER, dport),
+                    63,
+                ),
+            ),
+        )
+    } else {
+        (
+            (
+                UPLINK,
+                f(
+                    (GW_MAC, UPLINK_MAC.0),
+                    (SERVER, dport),
+                    (NODE_IP, snat_port),
+                    64,
+                ),
+            ),
+            (
+                c.sw,
+                f((c.if_mac, c.mac), (SERVER, dport), (c.ip, sport), 63),
+            ),
+        )
+    }
+}
+
+/// Runs a conversation of `c` with `SERVER:dport`, one packet per main loop; every packet must
+/// leave byte for byte as translated to the same `NODE_IP:port` (kept, as the client's port is
+/// ≥ 1024 and free). Returns that port.
+fn converse(dp: &mut Dataplane, c: Client, proto: u8, ports: (u16, u16), steps: &[Step]) -> u16 {
+    let snat_port = ports.0;
+    for step in steps.iter().enumerate() {
+        let ((rx, frame), (tx, want)) = step_frames(c, proto, ports, snat_port, step);
+        let sent = send(dp, rx, frame);
+        assert_eq!(
+            sent.len(),
+            1,
+            "step {} ({}) of {} from {}: drops {:?}\n{}",
+            step.0,
+            if step.1 .0 { "out" } else { "back" },
+            proto,
+            c.ip,
+            dp.graph.errors(),
+            dp.show_trace(100)
+        );
+        assert_eq!(sent[0].sw_if_index, tx, "step {}", step.0);
+        parse(&sent[0].frame);
+        assert_eq!(
+            tohex(&sent[0].frame),
+            tohex(&want),
+            "step {} from {}",
+            step.0,
+            c.ip
+        );
+    }
+    snat_port
+}
+
+/// No packet was dropped and no NAT node complained.
+fn assert_no_drops(dp: &Dataplane) {
+    let drops: u64 = dp.graph.drop_counters().iter().sum();
+    assert_eq!(drops, 0, "{:?}", dp.graph.errors());
+    for node in ["nat44-in2out-output", "nat44-in2out-output-slowpath"] {
+        for reason in ["out of ports", "maximum sessions exceeded"] {
+            assert_eq!(dp.graph.error_count(node, reason), 0, "{node}: {reason}");
+        }
+    }
+}
+
+/// One dynamic session of `user` with `packets` packets of both directions.
+fn assert_one_dynamic_session(dp: &mut Dataplane, user: &str, packets: usize) {
+    let s = dp.exec("show nat44 sessions detail").unwrap();
+    assert!(s.contains("thread 0 vpp_main: 1 sessions\n"), "{s}");
+    assert!(
+        s.contains(&format!(
+            "  {user}: 1 dynamic translations, 0 static translations\n"
+        )),
+        "{s}"
+    );
+    assert!(s.contains("dynamic translation"), "{s}");
+    assert!(
+        s.contains(&format!("total pkts {packets}, total bytes")),
+        "{s}"
+    );
+    assert_eq!(dp.worker.nat.sessions.counters.created, 1, "{s}");
+}
+
+#[test]
+fn dynamic_snat_translates_every_packet_of_tcp_and_udp_flows_once_on_the_uplink() {
+    for c in [PLAIN_POD, BACKEND_POD, HOST] {
+        for (proto, steps, dport) in [
+            (6, &TCP_CONVERSATION[..], 443),
+            (17, &UDP_CONVERSATION[..], 53),
+        ] {
+            let mut dp = dataplane(&uplink_config());
+            converse(&mut dp, c, proto, (41000, dport), steps);
+            assert_no_drops(&dp);
+            assert_one_dynamic_session(&mut dp, c.ip, steps.len());
+        }
+    }
+}
+
+/// Pushes every frame, then runs one main loop: the frames are received as one vector (checked
+/// by the caller with the nodes' call counts). Returns what was sent.
+fn send_vector(dp: &mut Dataplane, frames: Vec<(u32, Vec<u8>)>) -> Vec<memio::SentFrame> {
+    let m = dp
+        .device_mut()
+        .as_any_mut()
+        .downcast_mut::<MemIo>()
+        .unwrap();
+    for (sw, f) in frames {
+        m.push(
+            sw,
+            f,
+            VirtioNetHdr {
+                num_buffers: 1,
+                ..Default::default()
+            },
+        );
+    }
+    dp.run_once();
+    let m = dp
+        .device_mut()
+        .as_any_mut()
+        .downcast_mut::<MemIo>()
+        .unwrap();
+    assert_eq!(m.pending(), 0, "not one vector");
+    let sent = m.take_sent();
+    assert_eq!(dp.pool.free_count(), dp.pool.capacity(), "buffers returned");
+    sent
+}
+
+/// (calls, vectors) of `node` since the last `clear runtime`.
+fn runtime(dp: &Dataplane, node: &str) -> (u64, u64) {
+    let s = dp.graph.stats(dp.graph.node_index(node).unwrap());
+    (s.calls, s.vectors)
+}
+
+#[test]
+fn packets_of_a_new_dynamic_snat_flow_in_one_vector_make_one_session() {
+    for c in [PLAIN_POD, BACKEND_POD] {
+        for (proto, steps, dport) in [
+            (6, &TCP_CONVERSATION[..], 443),
+            (17, &UDP_CONVERSATION[..], 53),
+        ] {
+            let mut dp = dataplane(&uplink_config());
+            let ports = (41000, dport);
+            let frames = |range: std::ops::Range<usize>| {
+                let (sent, want): (Vec<_>, Vec<_>) = steps[range.clone()]
+                    .iter()
+                    .enumerate()
+                    .map(|(k, s)| step_frames(c, proto, ports, ports.0, (range.start + k, s)))
+                    .unzip();
+                (sent, want)
+            };
+            // The first vector: the flow's first packets, before any session exists, and the
+            // same packets again (retransmissions, or an application that does not wait).
+            let outbound: Vec<usize> = (0..steps.len()).filter(|&k| steps[k].0).collect();
+            let (mut first, mut want) = frames(outbound[0]..outbound[0] + 1);
+            for &k in &outbound[1..3] {
+                let (s, w) = frames(k..k + 1);
+                first.extend(s);
+                want.extend(w);
+            }
+            let (again, again_want) = (first.clone(), want.clone());
+            first.extend(again);
+            want.extend(again_want);
+            dp.exec("clear runtime").unwrap();
+            let sent = send_vector(&mut dp, first.clone());
+            assert_eq!(runtime(&dp, "nat44-in2out-output"), (1, first.len() as u64));
+            assert_eq!(
+                runtime(&dp, "nat44-in2out-output-slowpath"),
+                (1, first.len() as u64),
+                "all new: every packet meets the slow path"
+            );
+            let got: Vec<(u32, String)> = sent
+                .iter()
+                .map(|f| (f.sw_if_index, tohex(&f.frame)))
+                .collect();
+            let want: Vec<(u32, String)> =
+                want.into_iter().map(|(sw, f)| (sw, tohex(&f))).collect();
+            assert_eq!(got, want, "{} from {}\n{}", proto, c.ip, dp.show_trace(100));
+            assert_one_dynamic_session(&mut dp, c.ip, first.len());
+            // The whole conversation in one vector: replies and the client's next packets,
+            // found by the output feature and out2in, not translated twice.
+            let (all, want) = frames(0..steps.len());
+            dp.exec("clear runtime").unwrap();
+            let sent = send_vector(&mut dp, all.clone());
+            assert_eq!(
+                runtime(&dp, "nat44-in2out-output"),
+                (1, outbound.len() as u64)
+            );
+            assert_eq!(runtime(&dp, "nat44-in2out-output-slowpath"), (0, 0));
+            let mut got: Vec<(u32, String)> = sent
+                .iter()
+                .map(|f| (f.sw_if_index, tohex(&f.frame)))
+                .collect();
+            let mut want: Vec<(u32, String)> =
+                want.into_iter().map(|(sw, f)| (sw, tohex(&f))).collect();
+            // Within each direction the order is kept; the interleaving of the two is the
+            // graph's.
+            got.sort_by_key(|x| x.0);
+            want.sort_by_key(|x| x.0);
+            assert_eq!(got, want, "{} from {}\n{}", proto, c.ip, dp.show_trace(100));
+            assert_no_drops(&dp);
+            assert_one_dynamic_session(&mut dp, c.ip, first.len() + all.len());
+        }
+    }
+}
+
+#[test]
+fn two_clients_with_the_same_port_in_one_vector_get_two_ports() {
+    let mut dp = dataplane(&uplink_config());
+    let ports = (41000, 53);
+    // Each client's query names it, so that the translated queries (same source address, same
+    // destination) can be told apart.
+    let clients = [(PLAIN_POD, b"query 1" as &[u8]), (BACKEND_POD, b"query 2")];
+    let query =
+        |(c, q): (Client, &'static [u8])| step_frames(c, 17, ports, 0, (0, &(true, 0, q))).0;
+    let frames: Vec<(u32, Vec<u8>)> = [0, 1, 0, 1].map(|k| query(clients[k])).to_vec();
+    let sent = send_vector(&mut dp, frames);
+    assert_eq!(sent.len(), 4, "{:?}", dp.graph.errors());
+    assert!(sent.iter().all(|f| f.sw_if_index == UPLINK));
+    let port_of = |q: &[u8]| -> Vec<u16> {
+        sent.iter()
+            .filter(|f| f.frame.ends_with(q))
+            .map(|f| addrs(&f.frame).1)
+            .collect()
+    };
+    let (p1, p2) = (port_of(b"query 1"), port_of(b"query 2"));
+    assert_eq!(p1, [41000, 41000], "the first client keeps its port");
+    assert_eq!(p2.len(), 2);
+    assert_eq!(p2[0], p2[1], "the second client keeps the port it got");
+    assert_ne!(p2[0], 41000, "the second client gets another port");
+    assert!(dp
+        .exec("show nat44 sessions")
+        .unwrap()
+        .contains("thread 0 vpp_main: 2 sessions"));
+    // Each answer finds its client.
+    let answer: Step = (false, 0, b"answer");
+    for (c, port) in [(PLAIN_POD, p1[0]), (BACKEND_POD, p2[0])] {
+        let ((rx, f), (tx, want)) = step_frames(c, 17, ports, port, (0, &answer));
+        let back = send(&mut dp, rx, f);
+        assert_eq!(back.len(), 1);
+        assert_eq!(
+            (back[0].sw_if_index, tohex(&back[0].frame)),
+            (tx, tohex(&want))
+        );
+    }
+    assert_no_drops(&dp);
+}
+
+/// The records of packet `n` (1-based) of `show trace`.
+fn packet_trace(trace: &str, n: usize) -> &str {
+    let start = trace
+        .find(&format!("Packet {n}\n"))
+        .unwrap_or_else(|| panic!("no packet {n}:\n{trace}"));
+    let rest = &trace[start..];
+    let end = rest[1..].find("\nPacket ").map_or(rest.len(), |e| e + 1);
+    &rest[..end]
+}
+
+/// The nodes packet `n` went through.
+fn packet_nodes(trace: &str, n: usize) -> Vec<&str> {
+    packet_trace(trace, n)
+        .lines()
+        .filter_map(|l| {
+            l.split_once(": ")
+                .filter(|(t, _)| t.len() == 15 && t.as_bytes()[2] == b':')
+                .map(|(_, n)| n)
+        })
+        .collect()
+}
+
+#[test]
+fn dynamic_snat_traces_and_shows_as_vpp() {
+    let output = |dp: &Dataplane| {
+        let g = &dp.graph;
+        let from = g.node_index("nat44-in2out-output").unwrap();
+        let to = g.node_index("host-eth0-output").unwrap();
+        let fast = g.arc(from, to).expect("fast path -> host-eth0-output");
+        let from = g.node_index("nat44-in2out-output-slowpath").unwrap();
+        let slow = g.arc(from, to).expect("slow path -> host-eth0-output");
+        (fast, slow)
+    };
+    // A pod that backs no Service: `nat44-out2in` on its TAP, then SYSTEM.md 5.7 (flow 5).
+    let mut dp = dataplane(&uplink_config());
+    converse(&mut dp, PLAIN_POD, 6, (41000, 443), &TCP_CONVERSATION[..3]);
+    let (fast, slow) = output(&dp);
+    let trace = dp.show_trace(10);
+    let request = [
+        "virtio-input",
+        "ethernet-input",
+        "ip4-input",
+        "nat44-out2in",
+        "ip4-lookup",
+        "ip4-rewrite",
+        "nat44-in2out-output",
+        "nat44-in2out-output-slowpath",
+        "host-eth0-output",
+    ];
+    assert_eq!(packet_nodes(&trace, 1), request, "{trace}");
+    let first = packet_trace(&trace, 1);
+    for record in [
+        "  NAT44_OUT2IN: sw_if_index 6, next index 1, session index -1\n".to_string(),
+        "  NAT44_IN2OUT_FAST_PATH: sw_if_index 6, next index 3, session -1\n".to_string(),
+        format!("  NAT44_IN2OUT_SLOW_PATH: sw_if_index 6, next index {slow}, session 0\n"),
+    ] {
+        assert!(first.contains(&record), "{record}{first}");
+    }
+    let reply = packet_trace(&trace, 2);
+    assert_eq!(
+        packet_nodes(&trace, 2),
+        [
+            "virtio-input",
+            "ethernet-input",
+            "ip4-input",
+            "nat44-out2in",
+            "ip4-lookup",
+            "ip4-rewrite",
+            "tap2-output"
+        ]
+    );
+    assert!(
+        reply.contains("  NAT44_OUT2IN: sw_if_index 3, next index 1, session index 0\n"),
+        "{reply}"
+    );
+    // The next packet: passed by out2in, found by the output feature's fast path.
+    let next = packet_trace(&trace, 3);
+    let mut nodes = request.to_vec();
+    nodes.retain(|n| *n != "nat44-in2out-output-slowpath");
+    assert_eq!(packet_nodes(&trace, 3), nodes, "{next}");
+    for record in [
+        "  NAT44_OUT2IN: sw_if_index 6, next index 1, session index -1\n".to_string(),
+        format!("  NAT44_IN2OUT_FAST_PATH: sw_if_index 6, next index {fast}, session 0\n"),
+    ] {
+        assert!(next.contains(&record), "{record}{next}");
+    }
+    let show = dp.exec("show nat44 sessions detail").unwrap();
+    let heard = show
+        .lines()
+        .find(|l| l.contains("last heard"))
+        .unwrap_or_default();
+    assert_eq!(
+        show,
+        format!(
+            "NAT44 sessions:
+  thread 0 vpp_main: 1 sessions
+  10.1.1.3: 1 dynamic translations, 0 static translations
+    i2o 10.1.1.3 proto 6 port 41000 fib 0
+    o2i 192.0.2.1 proto 6 port 41000 fib 0
+       external host 203.0.113.10:443
+{heard}
+       total pkts 3, total bytes 153
+       dynamic translation tcp established, timeout 7440 s, session index 0
+"
+        )
+    );
+
+    // A pod that backs a Service (`in`+`out`): `nat44-in2out` and its slow path, both `-1`, for
+    // every packet of the flow, as for anything else not addressed to a VIP (SYSTEM.md 5.2).
+    let mut dp = dataplane(&uplink_config());
+    converse(
+        &mut dp,
+        BACKEND_POD,
+        6,
+        (41000, 443),
+        &TCP_CONVERSATION[..3],
+    );
+    let (fast, slow) = output(&dp);
+    let trace = dp.show_trace(10);
+    for (n, output) in [
+        (
+            1,
+            format!("  NAT44_IN2OUT_SLOW_PATH: sw_if_index 7, next index {slow}, session 0\n"),
+        ),
+        (
+            3,
+            format!("  NAT44_IN2OUT_FAST_PATH: sw_if_index 7, next index {fast}, session 0\n"),
+        ),
+    ] {
+        let t = packet_trace(&trace, n);
+        for record in [
+            "  NAT44_IN2OUT_FAST_PATH: sw_if_index 7, next index 3, session -1\n",
+            "  NAT44_IN2OUT_SLOW_PATH: sw_if_index 7, next index 0, session -1\n",
+            &output,
+        ] {
+            assert!(t.contains(record), "packet {n}: {record}{t}");
+        }
+    }
+    let show = dp.exec("show nat44 sessions detail").unwrap();
+    assert!(
+        show.contains("  10.1.1.4: 1 dynamic translations, 0 static translations\n    i2o 10.1.1.4 proto 6 port 41000 fib 0\n    o2i 192.0.2.1 proto 6 port 41000 fib 0\n       external host 203.0.113.10:443\n"),
+        "{show}"
     );
 }

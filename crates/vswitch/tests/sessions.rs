@@ -332,9 +332,8 @@ fn start_flows(h: &mut Harness) -> Flows {
 }
 
 /// The flows' next packets, each with the interface it arrives on: the client's ACK with data
-/// and the server's answer per TCP flow, the DNS server's next answer. (Not a second query: the
-/// ingress NAT nodes translate a dynamic session's outbound packets already, and the uplink's
-/// output NAT then refuses them, restart or not.)
+/// and the server's answer per TCP flow, the pod's next DNS query (translated by the uplink's
+/// output feature to the same port on the node IP) and the server's answer.
 fn mid_flow(f: &Flows) -> Vec<(u32, Vec<u8>)> {
     let mut v = Vec::new();
     for &(port, b) in &f.backend {
@@ -349,6 +348,10 @@ fn mid_flow(f: &Flows) -> Vec<(u32, Vec<u8>)> {
     v.push((
         TAP3,
         tcp(TAP3_MAC, POD2_MAC, POD2_IP, 8080, NAT_LOOPBACK, p, ACK),
+    ));
+    v.push((
+        TAP2,
+        udp(TAP2_MAC, POD_MAC, POD_IP, DNS_CLIENT_PORT, DNS_IP, 53),
     ));
     v.push((
         UPLINK,
@@ -403,11 +406,24 @@ fn restored_sessions_translate_and_admit_mid_flow_packets_as_before() {
     assert_eq!(new.dp.worker.nat.sessions.len(), NAT_SESSIONS);
     assert_eq!(new.dp.worker.acl.len(), ACL_SESSIONS);
 
+    let mut sent = Vec::new();
     for (rx, frame) in mid_flow(&flows) {
         let want = old.send_one(rx, frame.clone());
         let got = new.send_one(rx, frame);
         assert_eq!(got, want, "arriving on {rx}");
+        sent.push(got);
     }
+    // The second DNS query left through the uplink as the first one did, and was translated
+    // once, by the output feature.
+    let query = &sent[sent.len() - 2];
+    assert_eq!(
+        (query.sw_if_index, ends(query)),
+        (UPLINK, ((NODE_IP, flows.snat_port), (DNS_IP, 53)))
+    );
+    assert_eq!(
+        new.errors_of("nat44-in2out-output", "good in2out packets processed"),
+        1
+    );
     // Every reply to the pod on tap2 was admitted as a session hit: 8 Service answers, 1 DNS;
     // no packet needed a new session.
     assert_eq!(new.errors_of(ACL_OUT, "existing session packets"), 9);
