@@ -80,8 +80,8 @@ pub struct ClusterState {
     /// [`ClusterState::apply`] (unique
     /// across states): the render cache knows an object is unchanged without comparing it.
     /// Objects inserted into the maps directly have none and are always rendered anew.
-    pub service_stamps: HashMap<Key, u64>,
-    pub slice_stamps: HashMap<Key, u64>,
+    pub service_stamps: HashMap<Key, u64, foldhash::fast::FixedState>,
+    pub slice_stamps: HashMap<Key, u64, foldhash::fast::FixedState>,
 }
 
 static STAMP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);

@@ -228,9 +228,11 @@ pub fn render_services(state: &ClusterState, node: &ServiceNode) -> ServiceRende
 #[derive(Debug, Default)]
 pub struct ServiceCache {
     node: Option<ServiceNode>,
-    entries: HashMap<String, CacheEntry>,
+    entries: HashMap<String, CacheEntry, FoldState>,
     /// Services computed anew at the last render (the others came from the cache).
     pub last_computed: usize,
+    /// Render count: an entry not seen by the last render belongs to a deleted Service.
+    generation: u64,
 }
 
 /// A Service's contribution and the stamps of the objects it came from
@@ -240,6 +242,8 @@ struct CacheEntry {
     service: u64,
     slices: Vec<u64>,
     output: ServiceOutput,
+    /// The last render that found the Service.
+    seen: u64,
 }
 
 /// [`render_services`] with a cache: a Service whose object, EndpointSlices and node are
@@ -252,45 +256,38 @@ pub fn render_services_cached(
     mut cache: Option<&mut ServiceCache>,
 ) -> ServiceRender {
     let slices = index_slices(state);
-    let mut r = Renderer {
-        out: BTreeMap::new(),
-        cluster_ip_owner: BTreeMap::new(),
-        groups: BTreeMap::new(),
-        backend_pod_ips: BTreeSet::new(),
-        cluster_ips: BTreeSet::new(),
-        events: Vec::new(),
-    };
     if let Some(c) = cache.as_deref_mut() {
         if c.node.as_ref() != Some(node) {
             c.entries.clear();
             c.node = Some(node.clone());
         }
-        c.entries.retain(|k, _| state.services.contains_key(k));
         c.last_computed = 0;
+        c.generation = c.generation.wrapping_add(1);
     }
     let none: Vec<(&str, &EndpointSlice)> = Vec::new();
+    // Phase 1: bring every Service's output up to date (from the cache when its objects did
+    // not change). Outputs that cannot be cached are kept here for this render only.
+    let mut uncached: HashMap<&str, ServiceOutput, FoldState> = HashMap::default();
     for (key, svc) in &state.services {
         let (ns, name) = key.split_once('/').unwrap_or(("default", key.as_str()));
         let own = slices.get(&(ns, name)).unwrap_or(&none);
-        // Stamps of the Service and its slices; `None` if any has none (inserted without
-        // `apply`): such a Service is always computed.
-        let stamps = cache.as_ref().and_then(|_| {
-            let svc_stamp = *state.service_stamps.get(key)?;
-            let slice_stamps = own
-                .iter()
-                .map(|(k, _)| state.slice_stamps.get(*k).copied())
-                .collect::<Option<Vec<u64>>>()?;
-            Some((svc_stamp, slice_stamps))
-        });
-        if let Some(c) = cache.as_deref_mut() {
-            if let (Some(e), Some((svc_stamp, slice_stamps))) =
-                (c.entries.get(key.as_str()), &stamps)
-            {
-                if e.service == *svc_stamp && e.slices == *slice_stamps {
-                    r.replay(&e.output);
+        let svc_stamp = state.service_stamps.get(key).copied();
+        let slice_stamp = |k: &str| state.slice_stamps.get(k).copied();
+        if let (Some(c), Some(svc_stamp)) = (cache.as_deref_mut(), svc_stamp) {
+            if let Some(e) = c.entries.get_mut(key.as_str()) {
+                let same = e.service == svc_stamp
+                    && e.slices.len() == own.len()
+                    && e.slices
+                        .iter()
+                        .zip(own.iter())
+                        .all(|(s, (k, _))| slice_stamp(k) == Some(*s));
+                if same {
+                    e.seen = c.generation;
                     continue;
                 }
             }
+        }
+        if let Some(c) = cache.as_deref_mut() {
             c.last_computed += 1;
         }
         let mut cm = Compute {
@@ -302,26 +299,56 @@ pub fn render_services_cached(
         };
         cm.service(key, svc);
         let output = cm.out;
-        let used_pods = cm.used_pods.get();
-        r.replay(&output);
-        if let Some(c) = cache.as_deref_mut() {
-            // Endpoint locality read from Pod objects (no nodeName in the slice): those
-            // depend on more than the Service and its slices, so they are computed every time.
-            match stamps {
-                Some((service, slices)) if !used_pods => {
-                    c.entries.insert(
-                        key.clone(),
-                        CacheEntry {
-                            service,
-                            slices,
-                            output,
-                        },
-                    );
-                }
-                _ => {
+        // Stamps of the Service and its slices; `None` if any has none (inserted without
+        // `apply`). Endpoint locality read from Pod objects (no nodeName in the slice) depends
+        // on more than the Service and its slices. Either way the output is not cached.
+        let stamps = svc_stamp.zip(
+            own.iter()
+                .map(|(k, _)| slice_stamp(k))
+                .collect::<Option<Vec<u64>>>(),
+        );
+        match (cache.as_deref_mut(), stamps) {
+            (Some(c), Some((service, slices))) if !cm.used_pods.get() => {
+                c.entries.insert(
+                    key.clone(),
+                    CacheEntry {
+                        service,
+                        slices,
+                        output,
+                        seen: c.generation,
+                    },
+                );
+            }
+            (c, _) => {
+                if let Some(c) = c {
                     c.entries.remove(key.as_str());
                 }
+                uncached.insert(key.as_str(), output);
             }
+        }
+    }
+    // Services that went away.
+    if let Some(c) = cache.as_deref_mut() {
+        let g = c.generation;
+        c.entries.retain(|_, e| e.seen == g);
+    }
+    // Phase 2: merge every output in key order; the checks between Services run for all.
+    let entries = cache.as_deref().map(|c| &c.entries);
+    let mut r = Renderer {
+        out: BTreeMap::new(),
+        cluster_ip_owner: BTreeMap::new(),
+        groups: BTreeMap::new(),
+        backend_pod_ips: BTreeSet::new(),
+        cluster_ips: BTreeSet::new(),
+        events: Vec::new(),
+    };
+    for key in state.services.keys() {
+        let output = match uncached.get(key.as_str()) {
+            Some(o) => Some(o),
+            None => entries.and_then(|e| e.get(key.as_str())).map(|e| &e.output),
+        };
+        if let Some(o) = output {
+            r.replay(o);
         }
     }
     ServiceRender {
@@ -437,23 +464,29 @@ struct Compute<'a> {
     used_pods: Cell<bool>,
 }
 
-/// Merges the Services' outputs in key order.
-struct Renderer {
+/// Merges the Services' outputs in key order (borrowing their strings: nothing is copied per
+/// Service but the mappings themselves).
+struct Renderer<'a> {
     /// Mapping key → (owner tag, mapping).
-    out: BTreeMap<MappingKey, (String, StaticMapping)>,
-    cluster_ip_owner: BTreeMap<Ipv4Addr, String>,
+    out: BTreeMap<MappingKey, (&'a str, StaticMapping)>,
+    cluster_ip_owner: BTreeMap<Ipv4Addr, &'a str>,
     /// Affinity group → tag that holds it.
-    groups: BTreeMap<u32, String>,
+    groups: BTreeMap<u32, &'a str>,
     backend_pod_ips: BTreeSet<Ipv4Addr>,
     cluster_ips: BTreeSet<Ipv4Addr>,
     events: Vec<ServiceEvent>,
 }
 
 /// (namespace, service name) → its slices in key order (borrowed: no copy per render).
-type SliceIndex<'a> = HashMap<(&'a str, &'a str), Vec<(&'a str, &'a EndpointSlice)>>;
+type SliceIndex<'a> = HashMap<(&'a str, &'a str), Vec<(&'a str, &'a EndpointSlice)>, FoldState>;
+
+/// A fast, seeded-once hasher: the keys are object names from our own source, and these maps
+/// are rebuilt or probed once per Service on every render.
+type FoldState = foldhash::fast::FixedState;
 
 fn index_slices(state: &ClusterState) -> SliceIndex<'_> {
-    let mut m: SliceIndex<'_> = HashMap::with_capacity(state.endpoint_slices.len());
+    let mut m: SliceIndex<'_> =
+        HashMap::with_capacity_and_hasher(state.endpoint_slices.len(), FoldState::default());
     for (key, slice) in &state.endpoint_slices {
         let Some(svc) = slice
             .metadata
@@ -694,8 +727,8 @@ fn validate_port(i: usize, p: &ServicePort) -> Result<PortSpec, String> {
     })
 }
 
-impl Renderer {
-    fn replay(&mut self, o: &ServiceOutput) {
+impl<'a> Renderer<'a> {
+    fn replay(&mut self, o: &'a ServiceOutput) {
         let mut allowed: Vec<Ipv4Addr> = Vec::new();
         for step in &o.steps {
             match step {
@@ -715,7 +748,7 @@ impl Renderer {
                                 });
                             }
                             _ => {
-                                self.cluster_ip_owner.insert(*ip, key.clone());
+                                self.cluster_ip_owner.insert(*ip, key);
                                 allowed.push(*ip);
                             }
                         }
@@ -726,9 +759,9 @@ impl Renderer {
         }
     }
 
-    fn port(&mut self, p: &PortOutput, allowed: &[Ipv4Addr]) {
+    fn port(&mut self, p: &'a PortOutput, allowed: &[Ipv4Addr]) {
         let group = self.affinity_group(&p.tag);
-        let tag = &p.tag;
+        let tag: &'a str = &p.tag;
         let mut rendered = false;
         for (kind, m) in &p.wanted {
             if *kind == AddressKind::ClusterIp && !allowed.contains(&m.external_ip) {
@@ -744,12 +777,12 @@ impl Renderer {
                     if *kind == AddressKind::ClusterIp {
                         self.cluster_ips.insert(m.external_ip);
                     }
-                    self.out.insert(k, (tag.clone(), m));
+                    self.out.insert(k, (tag, m));
                     rendered = true;
                 }
                 // The same service port listing one address twice (say an external IP that is
                 // also its LB IP): identical mapping, nothing to report.
-                Some((owner, old)) if owner == tag && *old == m => {}
+                Some((owner, old)) if *owner == tag && *old == m => {}
                 Some((owner, _)) => {
                     let msg = format!(
                         "{} {}:{} is already mapped by {owner}; not rendered for {tag}",
@@ -1102,19 +1135,19 @@ impl<'a> Compute<'a> {
     }
 }
 
-impl Renderer {
+impl<'a> Renderer<'a> {
     /// A stable affinity group per service port: FNV-1a of the tag, probed linearly past
     /// groups already taken by other tags in this render (and past 0).
-    fn affinity_group(&mut self, tag: &str) -> u32 {
+    fn affinity_group(&mut self, tag: &'a str) -> u32 {
         let mut g = fnv1a32(tag.as_bytes());
         loop {
             if g != 0 {
                 match self.groups.get(&g) {
                     None => {
-                        self.groups.insert(g, tag.to_string());
+                        self.groups.insert(g, tag);
                         return g;
                     }
-                    Some(t) if t == tag => return g,
+                    Some(t) if *t == tag => return g,
                     Some(_) => {}
                 }
             }
