@@ -1,7 +1,9 @@
 //! NAT44 end to end through the real graph: the seed's Service flow byte for byte, hairpin,
 //! reject, drop, UDP purge on endpoint change, ICMP errors from a backend, session timeouts,
 //! dynamic SNAT to the Internet through the uplink's output feature (whole TCP and UDP flows from
-//! every kind of inside interface, new flows in one vector, traces and `show nat44 sessions`).
+//! every kind of inside interface, new flows in one vector, traces and `show nat44 sessions`),
+//! and clients on the Internet reaching Services through the uplink, whose replies the output
+//! feature leaves alone.
 
 use std::net::Ipv4Addr;
 
@@ -1499,16 +1501,26 @@ fn an_internet_host_reaching_a_service_and_a_pod_reaching_that_host_stay_two_flo
             // Both conversations interleaved, packet by packet, each started by the other side.
             let first = if etp_local { &service } else { &pod };
             let second = if etp_local { &pod } else { &service };
-            for k in 0..TCP_CONVERSATION.len() {
+            for step in TCP_CONVERSATION.iter().enumerate() {
                 for f in [first, second] {
-                    flow_step(&mut dp, f, 6, (k, &TCP_CONVERSATION[k]));
+                    flow_step(&mut dp, f, 6, step);
                 }
             }
             assert_no_drops(&dp);
             let s = dp.exec("show nat44 sessions detail").unwrap();
             assert!(s.contains("thread 0 vpp_main: 2 sessions\n"), "{what}: {s}");
-            assert!(
-                s.contains("  10.1.1.4: 1 dynamic translations, 1 static translations\n"),
+            // Users are the flows' sources as they arrived: the pod, and the Internet client.
+            for user in [
+                "  10.1.1.4: 1 dynamic translations, 0 static translations\n",
+                "  198.51.100.7: 0 dynamic translations, 1 static translations\n",
+            ] {
+                assert!(s.contains(user), "{what}: {user}{s}");
+            }
+            // Every packet of each flow counted on its own session, once.
+            assert_eq!(
+                s.matches(&format!("total pkts {}, ", TCP_CONVERSATION.len()))
+                    .count(),
+                2,
                 "{what}: {s}"
             );
             assert_eq!(dp.worker.nat.sessions.counters.created, 2, "{what}: {s}");
