@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use vecnet_graph::buffer::flags;
 use vecnet_graph::{read_record, BufferMeta, BufferPool, FRAME_SIZE};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -38,7 +39,9 @@ impl FrameScratch {
     /// bucket; then, buckets in cache, pick each key's candidate session and prefetch it. The
     /// packets are then handled in order with [`Self::get`] and
     /// [`SessionTable::lookup_hashed`], which verifies the candidates (a packet handled earlier in
-    /// the frame may have created or deleted sessions).
+    /// the frame may have created or deleted sessions). Packets with any of the buffer flags
+    /// `skip` are ones the node decides without a lookup: they are neither parsed nor hashed,
+    /// their buckets are not loaded, and `get` returns `None` for them.
     #[inline]
     pub fn prepare(
         &mut self,
@@ -46,6 +49,7 @@ impl FrameScratch {
         frame: &[u32],
         sessions: &SessionTable,
         l3_offset: usize,
+        skip: u32,
     ) {
         if frame.len() > self.parsed.len() {
             // Frames are at most FRAME_SIZE packets; never taken by the dispatcher.
@@ -56,7 +60,11 @@ impl FrameScratch {
         let parsed = &mut self.parsed[..frame.len()];
         let hash = &mut self.hash[..frame.len()];
         for ((&bi, p), h) in frame.iter().zip(parsed.iter_mut()).zip(hash.iter_mut()) {
-            *p = pool.data(bi).get(l3_offset..).and_then(parse);
+            *p = if skip != 0 && pool.meta(bi).flags & skip != 0 {
+                None
+            } else {
+                pool.data(bi).get(l3_offset..).and_then(parse)
+            };
             *h = match p {
                 Some(p) => sessions.hash(&p.key),
                 None => 0,
@@ -75,8 +83,8 @@ impl FrameScratch {
         }
     }
 
-    /// Packet `k` of the frame given to [`Self::prepare`]: its parse (`None`: truncated or not
-    /// IPv4), key hash and candidate session.
+    /// Packet `k` of the frame given to [`Self::prepare`]: its parse (`None`: truncated, not
+    /// IPv4, or skipped), key hash and candidate session.
     #[inline]
     pub fn get(&self, k: usize) -> Option<(&Parsed, u64, u32)> {
         self.parsed[k]
@@ -224,7 +232,8 @@ fn twice_nat_source(
     None
 }
 
-/// Translates a packet of session `i` travelling in `dir` and accounts it.
+/// Translates a packet of session `i` travelling in `dir` and accounts it; returns whether its
+/// addresses or ports were rewritten (every session kind but identity).
 #[inline]
 pub fn hit(
     st: &mut NatState,
@@ -234,18 +243,44 @@ pub fn hit(
     p: &Parsed,
     m: &BufferMeta,
     now_ns: u64,
-) {
+) -> bool {
     let Some(s) = st.sessions.get(i) else {
-        return;
+        return false;
     };
     let rw = *s.rewrite(dir);
-    let partial = m.flags & vecnet_graph::buffer::flags::OFFLOAD_CSUM != 0;
-    if s.kind != SessionKind::Identity {
+    let partial = m.flags & flags::OFFLOAD_CSUM != 0;
+    let rewrite = s.kind != SessionKind::Identity;
+    if rewrite {
         apply(ip, p, &rw, partial);
     }
-    let flags = match p.l4 {
+    let tcp_flags = match p.l4 {
         L4::Tcp { flags } => flags,
         _ => 0,
     };
-    st.sessions.touch(i, dir, flags, p.total_len, now_ns);
+    st.sessions.touch(i, dir, tcp_flags, p.total_len, now_ns);
+    rewrite
+}
+
+/// [`hit`] for the input-side nodes (`nat44-out2in`, `nat44-in2out` and its slow path). A packet
+/// translated back as its session's reply — a Service reply whose source becomes the VIP,
+/// external IP or NodePort again, the Internet's reply to a pod — is marked
+/// [`flags::NAT_REPLY`]: if it is routed out of the uplink (the reply to a client on the
+/// Internet), the output feature passes it as it is instead of looking for a session it will
+/// not find (the flow's session is keyed by the client's packets and the backend's reply, not by
+/// the restored reply) and source-NATing it to the node IP (SYSTEM.md 9.4). Marking it here costs
+/// one store; finding out there would cost, per reply, a miss in each output node and then a
+/// lookup of the reversed key.
+#[inline]
+pub fn hit_input(
+    st: &mut NatState,
+    i: u32,
+    dir: Dir,
+    ip: &mut [u8],
+    p: &Parsed,
+    m: &mut BufferMeta,
+    now_ns: u64,
+) {
+    if hit(st, i, dir, ip, p, m, now_ns) && dir == Dir::Reverse {
+        m.flags |= flags::NAT_REPLY;
+    }
 }

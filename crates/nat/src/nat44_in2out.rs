@@ -8,7 +8,7 @@
 use vecnet_graph::{FormatContext, Node, NodeCtx, RX};
 use vecnet_nodes::icmp_error::{set_icmp_error, ICMP_TIME_EXCEEDED};
 
-use crate::common::{format_nat_trace, hit, FrameScratch, NatTrace};
+use crate::common::{format_nat_trace, hit_input, FrameScratch, NatTrace};
 use crate::runtime::NatRuntime;
 use crate::session::SessionKind;
 
@@ -58,7 +58,7 @@ impl<R: NatRuntime> Node<R> for Nat44In2Out {
         let (_, t, st) = rt.nat();
         let timeouts = t.config.timeouts;
         let sc = &mut self.scratch;
-        sc.prepare(ctx.pool, frame, &st.sessions, 0);
+        sc.prepare(ctx.pool, frame, &st.sessions, 0, 0);
         // Counted once per frame.
         let mut processed = 0u64;
         for (k, (&bi, next)) in frame.iter().zip(nexts.iter_mut()).enumerate() {
@@ -81,7 +81,7 @@ impl<R: NatRuntime> Node<R> for Nat44In2Out {
                         s.kind != SessionKind::LoadBalanced && !s.twice_nat && s.on_input(dir)
                     });
                     if plain {
-                        hit(st, i, dir, ip, p, m, now);
+                        hit_input(st, i, dir, ip, p, m, now);
                         session = i;
                         *next = NEXT_LOOKUP;
                         processed += 1;

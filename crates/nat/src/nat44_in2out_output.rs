@@ -1,9 +1,12 @@
 //! `nat44-in2out-output` and `nat44-in2out-output-slowpath`: the output feature of the uplink
 //! (after the egress ACL). The fast path translates packets of existing dynamic and identity
 //! sessions; the slow path creates them — identity for node-originated traffic, else dynamic SNAT
-//! to the node IP with an allocated port (SYSTEM.md 4.5.10, 6.10). As in era A, the trace prints
-//! the packet's *receive* interface.
+//! to the node IP with an allocated port (SYSTEM.md 4.5.10, 6.10). Replies that an input-side
+//! node translated back (marked `NAT_REPLY`: a Service's answer to a client on the Internet) pass
+//! both untranslated, with no lookup and no session (9.4). As in era A, the trace prints the
+//! packet's *receive* interface.
 
+use vecnet_graph::buffer::flags;
 use vecnet_graph::{FormatContext, Node, NodeCtx, RX, TX};
 use vecnet_nodes::common::{drop_with, feature_next};
 
@@ -68,7 +71,8 @@ impl<R: NatRuntime> Node<R> for Nat44In2OutOutput {
         let (l3, t, st) = rt.nat();
         let timeouts = t.config.timeouts;
         let sc = &mut self.scratch;
-        sc.prepare(ctx.pool, frame, &st.sessions, L2);
+        // Replies that the input side translated back are decided by their flag alone.
+        sc.prepare(ctx.pool, frame, &st.sessions, L2, flags::NAT_REPLY);
         // Counted once per frame.
         let mut processed = 0u64;
         for (k, (&bi, next)) in frame.iter().zip(nexts.iter_mut()).enumerate() {
@@ -84,7 +88,15 @@ impl<R: NatRuntime> Node<R> for Nat44In2OutOutput {
             let parsed = frame_bytes
                 .get_mut(L2..)
                 .and_then(|ip| sc.get(k).map(|x| (ip, x)));
-            if let Some((ip, (p, h, cand))) = parsed {
+            if m.flags & flags::NAT_REPLY != 0 {
+                // The reply of a flow whose session the input side made (a client on the
+                // Internet reaching a Service here: DNAT, maybe twice-NAT, by nat44-out2in on
+                // the uplink), already translated back by nat44-in2out or nat44-out2in: it leaves
+                // as it is, with no session made for it (SYSTEM.md 9.4, VPP's
+                // nat_not_translate_output_feature). As in VPP, the fast path sends it on to the
+                // slow path, which passes it: both print `session -1`.
+                out = self.slow;
+            } else if let Some((ip, (p, h, cand))) = parsed {
                 match st.sessions.lookup_hashed(&p.key, h, cand, now, &timeouts) {
                     Some((i, dir)) => {
                         let plain = st

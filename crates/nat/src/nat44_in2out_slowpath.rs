@@ -5,7 +5,7 @@
 
 use vecnet_graph::{FormatContext, Node, NodeCtx, RX};
 
-use crate::common::{format_nat_trace, hit, FrameScratch, NatTrace};
+use crate::common::{format_nat_trace, hit_input, FrameScratch, NatTrace};
 use crate::nat44_in2out::{IN2OUT_NEXTS, NEXT_LOOKUP};
 use crate::runtime::NatRuntime;
 
@@ -39,7 +39,7 @@ impl<R: NatRuntime> Node<R> for Nat44In2OutSlowPath {
         let (_, t, st) = rt.nat();
         let timeouts = t.config.timeouts;
         let sc = &mut self.scratch;
-        sc.prepare(ctx.pool, frame, &st.sessions, 0);
+        sc.prepare(ctx.pool, frame, &st.sessions, 0, 0);
         // Counted once per frame.
         let mut processed = 0u64;
         for (k, (&bi, next)) in frame.iter().zip(nexts.iter_mut()).enumerate() {
@@ -52,7 +52,7 @@ impl<R: NatRuntime> Node<R> for Nat44In2OutSlowPath {
                     // The outbound packets of a dynamic SNAT flow pass: the output feature
                     // translates them.
                     if st.sessions.get(i).is_some_and(|s| s.on_input(dir)) {
-                        hit(st, i, dir, ip, p, m, now);
+                        hit_input(st, i, dir, ip, p, m, now);
                         session = i;
                         processed += 1;
                     }

@@ -10,7 +10,7 @@ use vecnet_nodes::icmp_error::{set_icmp_error, CODE_PORT_UNREACH, ICMP_DEST_UNRE
 use vecnet_nodes::InterfaceKind;
 
 use crate::common::{
-    create_for_mapping, format_nat_trace, hit, FrameScratch, MappingOutcome, NatTrace,
+    create_for_mapping, format_nat_trace, hit_input, FrameScratch, MappingOutcome, NatTrace,
 };
 use crate::runtime::NatRuntime;
 use crate::session::{Dir, SessionKind};
@@ -71,7 +71,7 @@ impl<R: NatRuntime> Node<R> for Nat44Out2In {
         let (l3, t, st) = rt.nat();
         let timeouts = t.config.timeouts;
         let sc = &mut self.scratch;
-        sc.prepare(ctx.pool, frame, &st.sessions, 0);
+        sc.prepare(ctx.pool, frame, &st.sessions, 0, 0);
         // Counted once per frame.
         let mut processed = 0u64;
         for (k, (&bi, next)) in frame.iter().zip(nexts.iter_mut()).enumerate() {
@@ -90,7 +90,7 @@ impl<R: NatRuntime> Node<R> for Nat44Out2In {
                 // key: not out2in's (it matches outside keys only), it passes untranslated to
                 // the uplink's output feature.
                 if st.sessions.get(i).is_some_and(|s| s.on_input(dir)) {
-                    hit(st, i, dir, ip, p, m, now);
+                    hit_input(st, i, dir, ip, p, m, now);
                     session = i;
                     processed += 1;
                 }
@@ -102,7 +102,7 @@ impl<R: NatRuntime> Node<R> for Nat44Out2In {
                     .is_some_and(|i| i.kind == InterfaceKind::Host);
                 match create_for_mapping(st, t, mi, p, control, now) {
                     MappingOutcome::Session(i) => {
-                        hit(st, i, Dir::Forward, ip, p, m, now);
+                        hit_input(st, i, Dir::Forward, ip, p, m, now);
                         session = i;
                         processed += 1;
                     }
@@ -136,7 +136,7 @@ impl<R: NatRuntime> Node<R> for Nat44Out2In {
                     &timeouts,
                 ) {
                     Ok(i) => {
-                        hit(st, i, Dir::Forward, ip, p, m, now);
+                        hit_input(st, i, Dir::Forward, ip, p, m, now);
                         session = i;
                     }
                     Err(_) => *next = drop_with(ctx, bi, ERR_MAX_SESSIONS, NEXT_DROP),

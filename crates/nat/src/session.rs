@@ -465,7 +465,26 @@ impl SessionTable {
         self.lookup(key, now_ns, t).is_none()
     }
 
-    /// Creates a session for `outer` translated to `inner`.
+    /// Whether `key` (of hash `h`) belongs to a live session at `now_ns`. A session holding it
+    /// that has timed out but was not reaped yet is deleted now, as a lookup would: a dead
+    /// session must not make a new one collide (and fall back to twice-NAT, or be refused), or
+    /// whether it does would depend on how many main loops reaped since its timeout — a frame
+    /// would then get other sessions than the same packets one at a time.
+    fn held(&mut self, key: &FlowKey, h: u64, now_ns: u64, t: &NatTimeouts) -> bool {
+        let Some(v) = self.find(key, h) else {
+            return false;
+        };
+        let (i, _) = from_index_value(v);
+        if self.sessions[i as usize].expired(now_ns, t) {
+            self.delete(i);
+            self.counters.expired += 1;
+            return false;
+        }
+        true
+    }
+
+    /// Creates a session for `outer` translated to `inner`; a key held by a session that has
+    /// timed out is free (the old session is deleted).
     #[allow(clippy::too_many_arguments)]
     pub fn create(
         &mut self,
@@ -483,7 +502,7 @@ impl SessionTable {
         // The reply key's bucket is usually cold: start loading it while the outer key (whose
         // bucket the node prefetched) is checked.
         self.index.prefetch(h_rev);
-        if self.find(&outer, h_out).is_some() || self.find(&rev_key, h_rev).is_some() {
+        if self.held(&outer, h_out, now_ns, t) || self.held(&rev_key, h_rev, now_ns, t) {
             return Err(CreateError::Collision);
         }
         self.make_room(control, now_ns, t)?;
@@ -1055,6 +1074,68 @@ mod tests {
     }
 
     #[test]
+    fn a_new_session_does_not_collide_with_one_that_timed_out() {
+        let mut t = SessionTable::new(8, 0, 1);
+        let o = k(1, 2, 1000, 80, 6);
+        let i = k(1, 9, 1000, 8080, 6);
+        t.create(o, i, SessionKind::LoadBalanced, false, 7, false, 0, &T)
+            .unwrap();
+        // The same client port to another VIP with the same backend: the reply key collides
+        // while the first session lives (240 s, transitory TCP)…
+        let o2 = k(1, 4, 1000, 80, 6);
+        assert_eq!(
+            t.create(
+                o2,
+                i,
+                SessionKind::LoadBalanced,
+                false,
+                7,
+                false,
+                239 * S,
+                &T
+            ),
+            Err(CreateError::Collision)
+        );
+        // …not once it has timed out, reaped or not: it goes, as a lookup's would.
+        let n = t
+            .create(
+                o2,
+                i,
+                SessionKind::LoadBalanced,
+                false,
+                7,
+                false,
+                240 * S,
+                &T,
+            )
+            .unwrap();
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.counters.expired, 1);
+        assert_eq!(
+            t.lookup(&i.reversed(), 240 * S, &T),
+            Some((n, Dir::Reverse))
+        );
+        assert!(t.lookup(&o, 240 * S, &T).is_none());
+        // The same for the forward key.
+        let i3 = k(1, 9, 1000, 9090, 6);
+        let n3 = t
+            .create(
+                o2,
+                i3,
+                SessionKind::LoadBalanced,
+                false,
+                7,
+                false,
+                480 * S,
+                &T,
+            )
+            .unwrap();
+        assert_eq!(t.lookup(&o2, 480 * S, &T), Some((n3, Dir::Forward)));
+        assert_eq!(t.counters.expired, 2);
+        t.check_invariants().unwrap();
+    }
+
+    #[test]
     fn collision_and_purge() {
         let mut t = SessionTable::new(8, 0, 1);
         let o = k(1, 2, 1000, 80, 6);
@@ -1477,7 +1558,13 @@ mod tests {
                     match op {
                         Op::Create(c, b) => {
                             let (o, i) = (outer(c), inner(c, b));
-                            let clash = model.contains_key(&o) || model.contains_key(&i.reversed());
+                            // A key held by a timed-out session is free: create deletes it.
+                            let live = |key: &FlowKey| {
+                                model
+                                    .get(key)
+                                    .is_some_and(|&(s, _)| !t.get(s).unwrap().expired(now, &T))
+                            };
+                            let clash = live(&o) || live(&i.reversed());
                             let r = t.create(o, i, SessionKind::LoadBalanced, false, 0, false, now, &T);
                             if clash {
                                 prop_assert_eq!(r, Err(CreateError::Collision));

@@ -1,10 +1,11 @@
 //! The NAT nodes handle a frame in passes (parse and hash everything, prefetch, then look up and
 //! translate in order). Whatever is in a frame, the result must be what the packets would get one
 //! at a time: sessions created by an earlier packet of the frame are hit by later ones, sessions
-//! that expire, are recycled or refused mid-frame behave the same — Service flows, hairpin, and
-//! dynamic SNAT to the Internet through the uplink's output feature. This drives random traffic
-//! through the real graph twice — as full frames, and one packet per frame — and compares the
-//! output frames, the trace, the error counters and the session table.
+//! that expire, are recycled or refused mid-frame behave the same — Service flows, hairpin,
+//! dynamic SNAT to the Internet through the uplink's output feature, and clients on the Internet
+//! reaching Services through the uplink, whose replies pass the output feature untranslated. This
+//! drives random traffic through the real graph twice — as full frames, and one packet per frame
+//! — and compares the output frames, the trace, the error counters and the session table.
 
 use std::net::Ipv4Addr;
 
@@ -27,6 +28,10 @@ const UPLINK_MAC: [u8; 6] = [0x02, 0xfe, 0, 0, 0, 0x99];
 const NODE_IP: &str = "192.0.2.1";
 /// A server on the Internet, behind the uplink's gateway.
 const SERVER: &str = "203.0.113.10";
+/// An external IP of a Service, reached from the Internet through the uplink.
+const EXTERNAL_IP: &str = "192.0.2.50";
+/// Clients on the Internet, behind the uplink's gateway.
+const CLIENTS: [&str; 2] = ["198.51.100.7", "198.51.100.8"];
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
@@ -55,6 +60,13 @@ fn mapping(vip: &str, port: u16, proto: Proto, set: BackendSet) -> StaticMapping
         affinity_timeout: 0,
         affinity_group: 0,
         tag: format!("default/svc-{vip}"),
+    }
+}
+
+fn twice_nat(m: StaticMapping) -> StaticMapping {
+    StaticMapping {
+        twice_nat_external: true,
+        ..m
     }
 }
 
@@ -88,14 +100,16 @@ fn config(max_sessions: u32) -> DataplaneConfig {
         ip: ip("192.0.2.254"),
         mac: MacAddr([0x02, 0, 0, 0, 0, 0xfe]),
     });
-    cfg.routes.push(RouteConfig::new(
-        ip("203.0.113.0"),
-        24,
-        Path::Attached {
-            next_hop: ip("192.0.2.254"),
-            sw_if_index: UPLINK,
-        },
-    ));
+    for net in ["198.51.100.0", "203.0.113.0"] {
+        cfg.routes.push(RouteConfig::new(
+            ip(net),
+            24,
+            Path::Attached {
+                next_hop: ip("192.0.2.254"),
+                sw_if_index: UPLINK,
+            },
+        ));
+    }
     for (sw, pod) in [(TAP2, "10.1.1.3"), (TAP3, "10.1.1.4")] {
         cfg.static_neighbours.push(NeighbourConfig {
             sw_if_index: sw,
@@ -150,6 +164,25 @@ fn config(max_sessions: u32) -> DataplaneConfig {
                 BackendSet::Backends(vec![backend("10.1.1.4", 5353)]),
             ),
             mapping("10.96.0.30", 53, Proto::Udp, BackendSet::Reject),
+            // Reached from the Internet: an external IP and a NodePort on the node IP, served
+            // by the pod on tap3, with ETP=Cluster (twice-NAT to the NAT loopback). (Not
+            // ETP=Local here: a reply straight to a client that misses its session, say
+            // recycled in a full table, is a new flow to the Internet, whose session made by the
+            // output feature recycles the session of a later reply in the frame: all of a frame
+            // meets nat44-in2out before any of it meets the output feature — the graph's order.
+            // A reply to the NAT loopback that misses is dropped by the route instead.)
+            twice_nat(mapping(
+                EXTERNAL_IP,
+                80,
+                Proto::Tcp,
+                BackendSet::Backends(vec![backend("10.1.1.4", 8080)]),
+            )),
+            twice_nat(mapping(
+                NODE_IP,
+                30080,
+                Proto::Tcp,
+                BackendSet::Backends(vec![backend("10.1.1.4", 8080)]),
+            )),
         ],
         pool: vec![ip(NODE_IP)],
         twice_nat_pool: vec![ip("10.1.1.254")],
@@ -404,6 +437,68 @@ fn internet_reply(r: &mut Rng) -> (u32, Vec<u8>) {
     )
 }
 
+/// One random packet from a client on the Internet to a Service (`nat44-out2in` on the uplink
+/// creates the twice-NAT sessions), and the backend's reply to it on tap3, to the NAT loopback
+/// and the client's port (kept by twice-NAT unless two clients use it): translated back by
+/// `nat44-in2out`'s slow path, then passed by the uplink's output feature untranslated.
+fn internet_client(r: &mut Rng) -> ((u32, Vec<u8>), (u32, Vec<u8>)) {
+    // TTL 64 only: a request that expires after DNAT becomes an ICMP error to the client, which
+    // meets the output feature on another path than the requests (after all of them in a
+    // frame, between two of them one by one) — with a full table, the order in which it and
+    // the requests' sessions come and go is the graph's, not a difference to find here.
+    let (port, fl, _, truncated) = variety(r);
+    let ttl = 64;
+    let client = r.pick(&CLIENTS);
+    let (dst, dport) = if r.next().is_multiple_of(2) {
+        (EXTERNAL_IP, 80)
+    } else {
+        (NODE_IP, 30080)
+    };
+    let request = frame(
+        UPLINK_MAC,
+        ip(client),
+        ip(dst),
+        port,
+        dport,
+        fl,
+        ttl,
+        truncated,
+    );
+    let (_, fl, ttl, truncated) = variety(r);
+    let reply = frame(
+        TAP3_MAC,
+        ip("10.1.1.4"),
+        ip("10.1.1.254"),
+        8080,
+        port,
+        fl,
+        ttl,
+        truncated,
+    );
+    ((UPLINK, request), (TAP3, reply))
+}
+
+/// One random reply of the Service's backend on tap3 to a client on the Internet through the
+/// NAT loopback, matching a session or not: translated back by `nat44-in2out`'s slow path and
+/// passed by the uplink's output feature, or dropped by the route (nothing else answers the NAT
+/// loopback).
+fn internet_client_reply(r: &mut Rng) -> (u32, Vec<u8>) {
+    let (port, fl, ttl, truncated) = variety(r);
+    (
+        TAP3,
+        frame(
+            TAP3_MAC,
+            ip("10.1.1.4"),
+            ip("10.1.1.254"),
+            8080,
+            port,
+            fl,
+            ttl,
+            truncated,
+        ),
+    )
+}
+
 /// Port (few, so that flows repeat), TCP flags, TTL, truncation.
 fn variety(r: &mut Rng) -> (u16, Option<u8>, u8, bool) {
     let port = 40000 + (r.next() % 24) as u16;
@@ -603,34 +698,46 @@ fn normalize(text: &str, sort_blocks: bool) -> String {
     out.join("\n")
 }
 
-fn compare(max_sessions: u32, seed: u64, batches: usize, per_batch: usize) {
+/// Runs random traffic both ways and compares; returns how many Service replies left the uplink
+/// (from the external IP or the NodePort) in it.
+fn compare(max_sessions: u32, seed: u64, batches: usize, per_batch: usize) -> usize {
     let mut r = Rng(seed);
     let mut t = 1_000_000_000u64;
-    let batches: Vec<Batch> = (0..batches)
-        .map(|_| {
-            // Now and then jump past the transitory TCP (240 s) and UDP (300 s) timeouts, so that
-            // lookups find expired sessions in the middle of frames.
-            t += match r.next() % 4 {
-                0 => 250_000_000_000,
-                1 => 301_000_000_000,
-                _ => 1_000_000,
-            };
-            // One kind of traffic per frame, all on one path through the graph: within a frame,
-            // each NAT node must behave as if its packets came one by one. (Across paths a vector
-            // graph reorders: every packet of a frame passes nat44-out2in before any passes
-            // nat44-in2out, and packets through nat44-classify reach nat44-out2in after those
-            // sent to it directly.)
-            let make = match r.next() % 6 {
-                0 => client,
-                1 => hairpin,
-                2 => reply,
-                3 => internet_from_tap2,
-                4 => internet_from_tap3,
-                _ => internet_reply,
-            };
-            (t, (0..per_batch).map(|_| make(&mut r)).collect())
-        })
-        .collect();
+    let n = batches;
+    let mut batches: Vec<Batch> = Vec::new();
+    while batches.len() < n {
+        // Now and then jump past the transitory TCP (240 s) and UDP (300 s) timeouts, so that
+        // lookups find expired sessions in the middle of frames.
+        t += match r.next() % 4 {
+            0 => 250_000_000_000,
+            1 => 301_000_000_000,
+            _ => 1_000_000,
+        };
+        // One kind of traffic per frame, all on one path through the graph: within a frame,
+        // each NAT node must behave as if its packets came one by one. (Across paths a vector
+        // graph reorders: every packet of a frame passes nat44-out2in before any passes
+        // nat44-in2out, and packets through nat44-classify reach nat44-out2in after those
+        // sent to it directly.)
+        let make = match r.next() % 9 {
+            0 => client,
+            1 => hairpin,
+            2 => reply,
+            3 => internet_from_tap2,
+            4 => internet_from_tap3,
+            5 => internet_client_reply,
+            6 => internet_reply,
+            _ => {
+                // Clients on the Internet, then (1 ms later, in a frame of their own) the
+                // backend's replies to them.
+                let (requests, replies) = (0..per_batch).map(|_| internet_client(&mut r)).unzip();
+                batches.push((t, requests));
+                t += 1_000_000;
+                batches.push((t, replies));
+                continue;
+            }
+        };
+        batches.push((t, (0..per_batch).map(|_| make(&mut r)).collect()));
+    }
     let a = run(max_sessions, &batches, true);
     let b = run(max_sessions, &batches, false);
     assert!(a.sent.len() > per_batch, "traffic flows");
@@ -645,19 +752,32 @@ fn compare(max_sessions: u32, seed: u64, batches: usize, per_batch: usize) {
         assert_eq!(x, y, "frame sent");
     }
     assert_eq!(a.trace, b.trace, "trace");
+    a.sent
+        .iter()
+        .filter(|(sw, f)| {
+            let (src, sport) = (f.get(26..30), f.get(34..36));
+            *sw == UPLINK
+                && (src == Some(&[192, 0, 2, 50])
+                    || (src == Some(&[192, 0, 2, 1]) && sport == Some(&30080u16.to_be_bytes())))
+        })
+        .count()
 }
 
 #[test]
 fn whole_frames_match_packet_by_packet() {
+    let mut service_replies = 0;
     for seed in 1..=4u64 {
-        compare(1 << 16, seed.wrapping_mul(0x9e37_79b9_7f4a_7c15), 6, 250);
+        service_replies += compare(1 << 16, seed.wrapping_mul(0x9e37_79b9_7f4a_7c15), 6, 250);
     }
+    assert!(service_replies > 0, "Service replies through the uplink");
 }
 
 #[test]
 fn whole_frames_match_packet_by_packet_with_a_full_table() {
     // 20 sessions for ~100 flows: refusals, and transitory TCP sessions recycled mid-frame.
+    let mut service_replies = 0;
     for seed in 1..=4u64 {
-        compare(20, seed.wrapping_mul(0x2545_f491_4f6c_dd1d), 6, 250);
+        service_replies += compare(20, seed.wrapping_mul(0x2545_f491_4f6c_dd1d), 6, 250);
     }
+    assert!(service_replies > 0, "Service replies through the uplink");
 }

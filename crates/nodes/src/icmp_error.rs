@@ -106,7 +106,10 @@ impl<R: L3Runtime> Node<R> for Ip4IcmpError {
             p[22..24].copy_from_slice(&c.to_be_bytes());
             let m = ctx.pool.meta_mut(bi);
             m.sw_if_index[TX] = INVALID;
-            m.flags = (m.flags | flags::LOCALLY_ORIGINATED) & !(flags::OFFLOAD_CSUM | flags::GSO);
+            // A new packet: nothing of the old one's offloads or NAT marks applies to it (a
+            // NAT reply mark would let it leave the uplink without the output feature's SNAT).
+            m.flags = (m.flags | flags::LOCALLY_ORIGINATED)
+                & !(flags::OFFLOAD_CSUM | flags::GSO | flags::NAT_REPLY);
             m.icmp_error = 0;
             ctx.count(ERR_SENT, 1);
             ctx.trace_with(bi, |p| IpCapture::new(p.data(bi)));

@@ -54,7 +54,8 @@ impl<R: L3Runtime> Node<R> for Ip4IcmpEchoRequest {
             p[ihl + 2..ihl + 4].copy_from_slice(&c.to_be_bytes());
             let m = ctx.pool.meta_mut(bi);
             m.sw_if_index[TX] = INVALID;
-            m.flags |= flags::LOCALLY_ORIGINATED;
+            // A new packet: the request's NAT reply mark does not carry over to it.
+            m.flags = (m.flags | flags::LOCALLY_ORIGINATED) & !flags::NAT_REPLY;
             ctx.count(ERR_REPLIES, 1);
             *next = NEXT_LOOKUP;
         }

@@ -1,7 +1,9 @@
 //! NAT44 end to end through the real graph: the seed's Service flow byte for byte, hairpin,
 //! reject, drop, UDP purge on endpoint change, ICMP errors from a backend, session timeouts,
 //! dynamic SNAT to the Internet through the uplink's output feature (whole TCP and UDP flows from
-//! every kind of inside interface, new flows in one vector, traces and `show nat44 sessions`).
+//! every kind of inside interface, new flows in one vector, traces and `show nat44 sessions`),
+//! and clients on the Internet reaching Services through the uplink, whose replies the output
+//! feature leaves alone.
 
 use std::net::Ipv4Addr;
 
@@ -1172,4 +1174,356 @@ fn dynamic_snat_traces_and_shows_as_vpp() {
         show.contains("  10.1.1.4: 1 dynamic translations, 0 static translations\n    i2o 10.1.1.4 proto 6 port 41000 fib 0\n    o2i 192.0.2.1 proto 6 port 41000 fib 0\n       external host 203.0.113.10:443\n"),
         "{show}"
     );
+}
+
+/// A client on the Internet, behind the uplink's gateway: what it sends arrives on the uplink
+/// from the gateway's MAC, what the data plane sends it leaves on the uplink to that MAC.
+const INTERNET: Client = Client {
+    sw: UPLINK,
+    mac: GW_MAC,
+    if_mac: UPLINK_MAC.0,
+    ip: "198.51.100.7",
+};
+/// The client's port.
+const CLIENT_PORT: u16 = 52904;
+/// The host stack behind `tap0` as a Service backend (the seed's host-network endpoint).
+const HOST_BACKEND: Client = Client {
+    sw: 2,
+    mac: HOST_MAC,
+    if_mac: TAP0_MAC,
+    ip: "10.20.0.2",
+};
+
+/// One flow through the data plane, as each end sees it: the end that opens it (`client`,
+/// sending from `c.0` to `c.1`) and the end it reaches (`server`, receiving from `s.0` at
+/// `s.1`). Where the two differ, NAT translated.
+#[derive(Clone, Copy)]
+struct Flow {
+    client: Client,
+    c: ((&'static str, u16), (&'static str, u16)),
+    server: Client,
+    s: ((&'static str, u16), (&'static str, u16)),
+}
+
+/// The frame a step's packet arrives as, and the interface and frame it must leave as: a
+/// client's packet arrives on the client's interface with TTL 64 and leaves translated towards
+/// the server with TTL 63, a reply the other way round.
+fn flow_frames(
+    f: &Flow,
+    proto: u8,
+    (k, &(outbound, flags, payload)): (usize, &Step),
+) -> ((u32, Vec<u8>), (u32, Vec<u8>)) {
+    let seq = 1000 + 100 * k as u32;
+    let l4 = |macs, src, dst, ttl| l4_frame(macs, src, dst, ttl, proto, flags, seq, payload);
+    let (c, s) = (f.client, f.server);
+    if outbound {
+        (
+            (c.sw, l4((c.mac, c.if_mac), f.c.0, f.c.1, 64)),
+            (s.sw, l4((s.if_mac, s.mac), f.s.0, f.s.1, 63)),
+        )
+    } else {
+        (
+            (s.sw, l4((s.mac, s.if_mac), f.s.1, f.s.0, 64)),
+            (c.sw, l4((c.if_mac, c.mac), f.c.1, f.c.0, 63)),
+        )
+    }
+}
+
+/// Sends step `k` of flow `f` alone and checks that it leaves byte for byte as it must.
+fn flow_step(dp: &mut Dataplane, f: &Flow, proto: u8, step: (usize, &Step)) {
+    let ((rx, frame), (tx, want)) = flow_frames(f, proto, step);
+    let sent = send(dp, rx, frame);
+    assert_eq!(
+        sent.len(),
+        1,
+        "step {} ({}) of {} from {}: drops {:?}\n{}",
+        step.0,
+        if step.1 .0 { "out" } else { "back" },
+        proto,
+        f.client.ip,
+        dp.graph.errors(),
+        dp.show_trace(100)
+    );
+    parse(&sent[0].frame);
+    assert_eq!(
+        (sent[0].sw_if_index, tohex(&sent[0].frame)),
+        (tx, tohex(&want)),
+        "step {} ({}) of {} from {}\n{}",
+        step.0,
+        if step.1 .0 { "out" } else { "back" },
+        proto,
+        f.client.ip,
+        dp.show_trace(100)
+    );
+}
+
+/// A Service address reached from outside the cluster: a NodePort on the node IP, an external
+/// IP or a LoadBalancer IP (SYSTEM.md 6.1) with one backend, rendered as the agent renders it
+/// (6.2, 6.6): ETP=Cluster twice-NATs external clients to the NAT loopback, ETP=Local keeps
+/// their address.
+#[derive(Clone, Copy)]
+struct External {
+    what: &'static str,
+    addr: (&'static str, u16),
+    backend: Client,
+    backend_port: u16,
+    etp_local: bool,
+}
+
+impl External {
+    fn config(&self, proto: Proto) -> DataplaneConfig {
+        let mut cfg = uplink_config();
+        let mut m = mapping(
+            self.addr.0,
+            self.addr.1,
+            proto,
+            BackendSet::Backends(vec![backend(self.backend.ip, self.backend_port)]),
+        );
+        m.twice_nat_external = !self.etp_local;
+        cfg.nat.mappings.push(m);
+        cfg
+    }
+
+    /// The flow of the Internet client with the Service: with twice-NAT, the backend sees the
+    /// NAT loopback and the client's port (kept: ≥ 1024 and free).
+    fn flow(&self) -> Flow {
+        let seen = if self.etp_local {
+            (INTERNET.ip, CLIENT_PORT)
+        } else {
+            ("10.1.1.254", CLIENT_PORT)
+        };
+        Flow {
+            client: INTERNET,
+            c: ((INTERNET.ip, CLIENT_PORT), self.addr),
+            server: self.backend,
+            s: (seen, (self.backend.ip, self.backend_port)),
+        }
+    }
+}
+
+/// Every kind of address a client outside the cluster reaches a Service by, with ETP=Cluster
+/// and ETP=Local, and a backend pod or the host stack (whose reply enters through `tap0`).
+fn external_services() -> Vec<External> {
+    let mut v = Vec::new();
+    for etp_local in [false, true] {
+        for (what, addr) in [
+            ("external IP", ("192.0.2.50", 80)),
+            ("LoadBalancer IP", ("192.0.2.60", 80)),
+            ("NodePort", (NODE_IP, 30080)),
+        ] {
+            v.push(External {
+                what,
+                addr,
+                backend: BACKEND_POD,
+                backend_port: 8080,
+                etp_local,
+            });
+        }
+        v.push(External {
+            what: "external IP, host-network backend",
+            addr: ("192.0.2.50", 80),
+            backend: HOST_BACKEND,
+            backend_port: 8080,
+            etp_local,
+        });
+    }
+    v
+}
+
+/// The load-balanced session of the Service flow is the only session: the replies made none
+/// (neither dynamic nor identity) on their way out of the uplink.
+fn assert_only_the_service_session(dp: &mut Dataplane, what: &str) {
+    let s = dp.exec("show nat44 sessions detail").unwrap();
+    assert!(
+        s.contains("thread 0 vpp_main: 1 sessions\n") && !s.contains("dynamic translation "),
+        "{what}: {s}"
+    );
+    assert_eq!(dp.worker.nat.sessions.counters.created, 1, "{what}: {s}");
+}
+
+#[test]
+fn replies_to_internet_clients_of_services_leave_the_uplink_from_the_service_address() {
+    for svc in external_services() {
+        for (proto, steps) in [(6, &TCP_CONVERSATION[..]), (17, &UDP_CONVERSATION[..])] {
+            let p = if proto == 6 { Proto::Tcp } else { Proto::Udp };
+            let mut dp = dataplane(&svc.config(p));
+            let what = format!(
+                "{} {}:{} (ETP={}) → {}, proto {proto}",
+                svc.what,
+                svc.addr.0,
+                svc.addr.1,
+                if svc.etp_local { "Local" } else { "Cluster" },
+                svc.backend.ip
+            );
+            let flow = svc.flow();
+            for step in steps.iter().enumerate() {
+                flow_step(&mut dp, &flow, proto, step);
+            }
+            assert_no_drops(&dp);
+            assert_only_the_service_session(&mut dp, &what);
+        }
+    }
+}
+
+/// The (node, record line) pairs of packet `n` (1-based) of `show trace` for the NAT nodes.
+fn nat_records(trace: &str, n: usize) -> Vec<(String, String)> {
+    let lines: Vec<&str> = packet_trace(trace, n).lines().collect();
+    lines
+        .windows(2)
+        .filter_map(|w| {
+            let (_, node) = w[0].split_once(": ")?;
+            node.starts_with("nat44-")
+                .then(|| (node.to_string(), w[1].to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn service_replies_through_the_uplink_trace_as_vpp() {
+    let svc = External {
+        what: "external IP",
+        addr: ("192.0.2.50", 80),
+        backend: BACKEND_POD,
+        backend_port: 8080,
+        etp_local: false,
+    };
+    let mut dp = dataplane(&svc.config(Proto::Tcp));
+    let flow = svc.flow();
+    for step in TCP_CONVERSATION[..3].iter().enumerate() {
+        flow_step(&mut dp, &flow, 6, step);
+    }
+    let g = &dp.graph;
+    let from = g.node_index("nat44-in2out-output-slowpath").unwrap();
+    let to = g.node_index("host-eth0-output").unwrap();
+    let slow = g.arc(from, to).expect("slow path -> host-eth0-output");
+    let trace = dp.show_trace(10);
+    // The SYN: DNAT (and twice-NAT) by nat44-out2in on the uplink.
+    assert_eq!(
+        packet_nodes(&trace, 1),
+        [
+            "virtio-input",
+            "ethernet-input",
+            "ip4-input",
+            "nat44-out2in",
+            "ip4-lookup",
+            "ip4-rewrite",
+            "tap3-output"
+        ],
+        "{trace}"
+    );
+    // The SYN-ACK from the backend's TAP (`in`+`out`): reversed by nat44-in2out's slow path
+    // (the seed's pair), then through the uplink's output feature untranslated: its fast path
+    // finds no session for it (`session -1`, on to the slow path, next index 3), the slow path
+    // passes it without making one (`session -1`), as VPP's nat_not_translate_output_feature.
+    // The output feature prints the receive interface (era A).
+    assert_eq!(
+        packet_nodes(&trace, 2),
+        [
+            "virtio-input",
+            "ethernet-input",
+            "ip4-input",
+            "nat44-in2out",
+            "nat44-in2out-slowpath",
+            "ip4-lookup",
+            "ip4-rewrite",
+            "nat44-in2out-output",
+            "nat44-in2out-output-slowpath",
+            "host-eth0-output"
+        ],
+        "{trace}"
+    );
+    let rec = |node: &str, text: &str| (node.to_string(), text.to_string());
+    assert_eq!(
+        nat_records(&trace, 2),
+        [
+            rec(
+                "nat44-in2out",
+                "  NAT44_IN2OUT_FAST_PATH: sw_if_index 7, next index 3, session -1"
+            ),
+            rec(
+                "nat44-in2out-slowpath",
+                "  NAT44_IN2OUT_SLOW_PATH: sw_if_index 7, next index 0, session 0"
+            ),
+            rec(
+                "nat44-in2out-output",
+                "  NAT44_IN2OUT_FAST_PATH: sw_if_index 7, next index 3, session -1"
+            ),
+            rec(
+                "nat44-in2out-output-slowpath",
+                &format!("  NAT44_IN2OUT_SLOW_PATH: sw_if_index 7, next index {slow}, session -1")
+            ),
+        ],
+        "{trace}"
+    );
+    assert_eq!(
+        nat_records(&trace, 3),
+        [rec(
+            "nat44-out2in",
+            "  NAT44_OUT2IN: sw_if_index 3, next index 1, session index 0"
+        )],
+        "{trace}"
+    );
+    assert_only_the_service_session(&mut dp, "trace");
+    // Nothing was translated by the output feature: its counter stays at zero.
+    for node in ["nat44-in2out-output", "nat44-in2out-output-slowpath"] {
+        assert_eq!(
+            dp.graph.error_count(node, "good in2out packets processed"),
+            0,
+            "{node}"
+        );
+    }
+}
+
+#[test]
+fn an_internet_host_reaching_a_service_and_a_pod_reaching_that_host_stay_two_flows() {
+    for etp_local in [true, false] {
+        for (what, addr) in [
+            ("external IP", ("192.0.2.50", 80)),
+            ("NodePort", (NODE_IP, 30080)),
+        ] {
+            let svc = External {
+                what,
+                addr,
+                backend: BACKEND_POD,
+                backend_port: 8080,
+                etp_local,
+            };
+            let mut dp = dataplane(&svc.config(Proto::Tcp));
+            let service = svc.flow();
+            // The Service's backend pod opens a connection to the very address and port of the
+            // Internet client: dynamic SNAT to the node IP, port kept.
+            let pod = Flow {
+                client: BACKEND_POD,
+                c: ((BACKEND_POD.ip, 41000), (INTERNET.ip, CLIENT_PORT)),
+                server: INTERNET,
+                s: ((NODE_IP, 41000), (INTERNET.ip, CLIENT_PORT)),
+            };
+            // Both conversations interleaved, packet by packet, each started by the other side.
+            let first = if etp_local { &service } else { &pod };
+            let second = if etp_local { &pod } else { &service };
+            for step in TCP_CONVERSATION.iter().enumerate() {
+                for f in [first, second] {
+                    flow_step(&mut dp, f, 6, step);
+                }
+            }
+            assert_no_drops(&dp);
+            let s = dp.exec("show nat44 sessions detail").unwrap();
+            assert!(s.contains("thread 0 vpp_main: 2 sessions\n"), "{what}: {s}");
+            // Users are the flows' sources as they arrived: the pod, and the Internet client.
+            for user in [
+                "  10.1.1.4: 1 dynamic translations, 0 static translations\n",
+                "  198.51.100.7: 0 dynamic translations, 1 static translations\n",
+            ] {
+                assert!(s.contains(user), "{what}: {user}{s}");
+            }
+            // Every packet of each flow counted on its own session, once.
+            assert_eq!(
+                s.matches(&format!("total pkts {}, ", TCP_CONVERSATION.len()))
+                    .count(),
+                2,
+                "{what}: {s}"
+            );
+            assert_eq!(dp.worker.nat.sessions.counters.created, 2, "{what}: {s}");
+        }
+    }
 }
