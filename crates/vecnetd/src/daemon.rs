@@ -268,6 +268,40 @@ fn load_allocator(cfg: &Config, ipam: &NodeIpam) -> PodAllocator {
     }
 }
 
+/// Takes `dataDir/vecnetd.lock` (flock, released when the process ends, however it ends). A
+/// second vecnetd on the same `dataDir` would take over the first one's socket, fail to attach
+/// its pods' TAPs (the first holds them) and then forget those pods and free their addresses.
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    std::fs::create_dir_all(dir).with_context(|| format!("dataDir: creating {}", dir.display()))?;
+    let path = dir.join("vecnetd.lock");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("dataDir: opening {}", path.display()))?;
+    if let Err(e) = rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        let mut holder = String::new();
+        let _ = f.read_to_string(&mut holder);
+        if e == rustix::io::Errno::WOULDBLOCK {
+            bail!(
+                "dataDir {} is in use by another vecnetd (pid {})",
+                dir.display(),
+                holder.trim()
+            );
+        }
+        bail!("dataDir: locking {}: {e}", path.display());
+    }
+    let pid = std::process::id().to_string();
+    f.set_len(0)
+        .and_then(|()| f.rewind())
+        .and_then(|()| f.write_all(pid.as_bytes()))
+        .with_context(|| format!("dataDir: writing {}", path.display()))?;
+    Ok(f)
+}
+
 /// Where an orderly stop leaves the data plane's sessions for the next start.
 fn sessions_path(cfg: &Config) -> PathBuf {
     cfg.data_dir.join("sessions.bin")
@@ -1664,6 +1698,8 @@ pub fn run(args: Args) -> Result<()> {
         Some(p) => Config::load(p)?,
         None => Config::parse("(embedded defaults)", "{}")?,
     };
+    // Before anything that touches shared state (the socket, etcd, the TAPs, `dataDir`).
+    let _data_dir_lock = lock_data_dir(&cfg.data_dir)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&stop))

@@ -48,6 +48,16 @@ fn accept(l: &TcpListener) -> TcpStream {
     s
 }
 
+/// Kills a child that a failed assertion leaves running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The number after `label` in the daemon's "sessions of the last run restored" log line.
 fn restored(log: &str, label: &str) -> Option<u64> {
     let line = log
@@ -151,6 +161,33 @@ fn established_flows_survive_a_restart_and_pods_a_crash() {
     })
     .expect("enter the server pod");
     assert!(denied.is_err(), "ingress to the client is still denied");
+
+    // A second vecnetd on the same dataDir refuses to start and disturbs nothing.
+    let mut second = KillOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_vecnetd"))
+            .args(["run", "--config"])
+            .arg(node.dir.join("vecnet.yaml"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start a second vecnetd"),
+    );
+    let status = poll("the second vecnetd exits", DEADLINE, || {
+        second
+            .0
+            .try_wait()
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "still running".to_string())
+    });
+    let mut err = String::new();
+    if let Some(mut e) = second.0.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("in use by another vecnetd"), "{err}");
+    say(&mut c_client, &mut c_server, "the first one still serves");
+    assert!(node.ctl(&["pods"]).contains(&client.ip.to_string()));
 
     // A crash (SIGKILL) saves no sessions, but the pods come back from pods.json: new
     // connections work at once.
