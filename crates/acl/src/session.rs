@@ -13,8 +13,9 @@
 //!   sessions: rules alone judge them.
 //! * **Lookup.** Built for vectors, as the NAT session table (SYSTEM.md 11.1): the index is a
 //!   [`FlowIndex`] (one cache line per bucket, sized once, no rehash) and a session is one cache
-//!   line. A node prepares every packet of its frame first ([`AclState::prepare`]: session key,
-//!   hash, bucket prefetch), then picks and prefetches each packet's candidate session
+//!   line. A node prepares every packet of its frame first ([`AclState::prepare_into`]: session
+//!   key and hash), prefetches their index buckets in a tight loop ([`AclState::prefetch_bucket`]),
+//!   then picks and prefetches each packet's candidate session
 //!   ([`AclState::prefetch_candidate`]), and only then decides the packets in order
 //!   ([`AclState::decide_prepared`]), which verifies the candidates (an earlier packet of the
 //!   frame may have created or deleted sessions), so the cache misses of a frame overlap instead
@@ -1560,6 +1561,44 @@ mod tests {
             st.decide(&t, &back, Direction::Output, 4, || false).action,
             0
         );
+    }
+
+    #[test]
+    fn a_larger_table_keeps_the_sessions_it_has() {
+        let t = tables(4, 0);
+        let mut st = AclState::new(&t.config);
+        st.sync(&t, 0);
+        for p in 0..4 {
+            let k = pkt(1, 2, 17, 1000 + p, 53, Direction::Input);
+            assert_eq!(
+                st.decide(&t, &k, Direction::Input, 0, || false).session,
+                u32::from(p)
+            );
+        }
+        let k = pkt(1, 2, 17, 2000, 53, Direction::Input);
+        assert!(
+            st.decide(&t, &k, Direction::Input, 0, || false)
+                .refused_full
+        );
+        // More room: the pool and the index grow, the sessions stay where they are.
+        let big = tables(64, 0);
+        st.sync(&big, 1);
+        assert_eq!(st.capacity(), 64);
+        st.check_invariants().unwrap();
+        for p in 0..4 {
+            let back = pkt(2, 1, 17, 53, 1000 + p, Direction::Output);
+            let v = st.decide(&big, &back, Direction::Output, 1, || false);
+            assert_eq!((v.action, v.session), (3, u32::from(p)));
+        }
+        for p in 0..60 {
+            let k = pkt(1, 2, 17, 3000 + p, 53, Direction::Input);
+            assert_eq!(st.decide(&big, &k, Direction::Input, 1, || false).action, 2);
+        }
+        assert_eq!(st.len(), 64);
+        st.check_invariants().unwrap();
+        // Less room later does not shrink what was reserved.
+        st.sync(&t, 2);
+        assert_eq!(st.capacity(), 64);
     }
 
     #[test]
