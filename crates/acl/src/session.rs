@@ -296,6 +296,16 @@ impl Verdict {
     };
 }
 
+/// A found session after a packet's lookup.
+enum Refresh {
+    /// Its interface lost its ACLs meanwhile: to be deleted.
+    Stale,
+    /// Idle past its timeout: to be deleted.
+    Idle,
+    /// Refreshed by the packet; its class change, if any.
+    Live(Option<(TimeoutClass, TimeoutClass)>),
+}
+
 /// What [`AclState::prepare`] found out about one packet, for the later passes over its frame.
 #[derive(Debug, Clone, Copy)]
 pub struct Prepared {
@@ -335,16 +345,6 @@ impl Prepared {
     #[inline]
     pub fn has_hash(&self) -> bool {
         self.state >= Self::LOOKUP
-    }
-
-    /// The session key as `session_key` gives it, if `prepare` computed it.
-    #[inline]
-    fn session_key(&self) -> Option<Option<(SessionKey, bool)>> {
-        match self.state {
-            Self::DEFERRED => None,
-            Self::NO_KEY => Some(None),
-            s => Some(Some((self.key, s == Self::CREATE))),
-        }
     }
 }
 
@@ -726,27 +726,28 @@ impl AclState {
         is_control: impl FnOnce() -> bool,
     ) -> Verdict {
         let mut v = Verdict::NO_MATCH;
-        let mut sk = p.session_key();
-        let mut hash = p.has_hash().then_some(p.hash);
-        let candidate = if p.has_hash() { p.candidate } else { NONE };
         // Asked now, not at `prepare`: an earlier packet of the frame may have made the first
         // session of the interface.
         if self.has_sessions_on(key.sw_if_index) {
-            if let Some((k, _)) = *sk.get_or_insert_with(|| session_key(key, dir)) {
-                let h = *hash.get_or_insert_with(|| self.hash(&k));
-                let timeouts = &tables.config.timeouts;
-                match self.find(&k, h, candidate) {
-                    Some(i) if self.is_stale_slot(i) => {
+            let found = match p.state {
+                Prepared::LOOKUP | Prepared::CREATE => self.find(&p.key, p.hash, p.candidate),
+                Prepared::DEFERRED => {
+                    session_key(key, dir).and_then(|(k, _)| self.find(&k, self.hash(&k), NONE))
+                }
+                _ => None,
+            };
+            if let Some(i) = found {
+                match self.refresh(i, key, dir, now_ns, &tables.config.timeouts) {
+                    Refresh::Stale => {
                         self.delete(i);
                         self.counters.stale_removed += 1;
                         v.trace_bits |= TRACE_STALE_REMOVED;
                     }
-                    Some(i) if self.is_idle(i, timeouts, now_ns) => {
+                    Refresh::Idle => {
                         self.delete(i);
                         self.counters.expired += 1;
                     }
-                    Some(i) => {
-                        let change = self.track(i, key, dir, now_ns);
+                    Refresh::Live(change) => {
                         v.action = 3;
                         v.rule_index = i;
                         v.session = i;
@@ -757,7 +758,6 @@ impl AclState {
                         }
                         return v;
                     }
-                    None => {}
                 }
             }
         }
@@ -774,28 +774,78 @@ impl AclState {
         v.action = match action {
             Action::Deny => 0,
             Action::Permit => 1,
-            Action::PermitReflect => match sk.unwrap_or_else(|| session_key(key, dir)) {
-                Some((k, true)) => {
-                    let h = hash.unwrap_or_else(|| self.hash(&k));
-                    // Asked here, in line, so that the nodes' closure costs nothing unless
-                    // a session is made.
-                    let control = is_control();
-                    match self.create(tables, k, h, key, dir, now_ns, control) {
-                        Some(i) => {
-                            v.session = i;
-                            2
-                        }
-                        None => {
-                            v.refused_full = true;
-                            0
+            Action::PermitReflect => {
+                let sk = match p.state {
+                    Prepared::LOOKUP | Prepared::CREATE => {
+                        Some((p.key, p.state == Prepared::CREATE, p.hash))
+                    }
+                    Prepared::DEFERRED => {
+                        session_key(key, dir).map(|(k, creates)| (k, creates, self.hash(&k)))
+                    }
+                    _ => None,
+                };
+                match sk {
+                    Some((k, true, h)) => {
+                        // Asked here, in line, so that the nodes' closure costs nothing unless
+                        // a session is made.
+                        let control = is_control();
+                        match self.create(tables, k, h, key, dir, now_ns, control) {
+                            Some(i) => {
+                                v.session = i;
+                                2
+                            }
+                            None => {
+                                v.refused_full = true;
+                                0
+                            }
                         }
                     }
+                    // Packets that never use sessions are simply permitted.
+                    _ => 1,
                 }
-                // Packets that never use sessions are simply permitted.
-                _ => 1,
-            },
+            }
         };
         v
+    }
+
+    /// What a lookup found in slot `i` and, for a live session, the packet's refresh of it
+    /// (one access to the session for the three checks).
+    #[inline]
+    fn refresh(
+        &mut self,
+        i: u32,
+        key: &PacketKey,
+        dir: Direction,
+        now_ns: u64,
+        t: &AclTimeouts,
+    ) -> Refresh {
+        let Some(s) = self.sessions.get_mut(i as usize) else {
+            return Refresh::Idle;
+        };
+        if self
+            .if_epoch
+            .get(s.sw_if_index() as usize)
+            .is_some_and(|&e| e != s.if_epoch)
+        {
+            return Refresh::Stale;
+        }
+        if now_ns >= s.last_active_ns.saturating_add(s.class.timeout_ns(t)) {
+            return Refresh::Idle;
+        }
+        s.last_active_ns = now_ns;
+        if key.tcp_flags_valid() {
+            s.tcp_seen[usize::from(dir == Direction::Input)] |= key.tcp_flags;
+        }
+        let (old, new) = (s.class, TimeoutClass::of(s.proto(), s.tcp_seen));
+        if old == new {
+            return Refresh::Live(None);
+        }
+        self.unlink(i);
+        if let Some(s) = self.sessions.get_mut(i as usize) {
+            s.class = new;
+        }
+        self.push_tail(i, now_ns);
+        Refresh::Live(Some((old, new)))
     }
 
     /// Whether slot `i` holds a live session of key `k`.
@@ -816,43 +866,10 @@ impl AclState {
     }
 
     #[inline]
-    fn is_stale_slot(&self, i: u32) -> bool {
-        self.sessions
-            .get(i as usize)
-            .is_some_and(|s| self.is_stale(s))
-    }
-
-    #[inline]
     fn is_idle(&self, i: u32, t: &AclTimeouts, now_ns: u64) -> bool {
         self.sessions
             .get(i as usize)
             .is_some_and(|s| now_ns >= s.last_active_ns.saturating_add(s.class.timeout_ns(t)))
-    }
-
-    /// Refreshes session `i` for a packet; returns the class change, if any.
-    #[inline]
-    fn track(
-        &mut self,
-        i: u32,
-        key: &PacketKey,
-        dir: Direction,
-        now_ns: u64,
-    ) -> Option<(TimeoutClass, TimeoutClass)> {
-        let s = self.sessions.get_mut(i as usize)?;
-        s.last_active_ns = now_ns;
-        if key.tcp_flags_valid() {
-            s.tcp_seen[usize::from(dir == Direction::Input)] |= key.tcp_flags;
-        }
-        let (old, new) = (s.class, TimeoutClass::of(s.proto(), s.tcp_seen));
-        if old == new {
-            return None;
-        }
-        self.unlink(i);
-        if let Some(s) = self.sessions.get_mut(i as usize) {
-            s.class = new;
-        }
-        self.push_tail(i, now_ns);
-        Some((old, new))
     }
 
     /// Out of line: the hit path stays small (a new flow pays one call).
