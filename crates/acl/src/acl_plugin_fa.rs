@@ -9,7 +9,7 @@
 
 use std::fmt::Write;
 
-use vecnet_graph::{read_record, FormatContext, Node, NodeCtx, RX, TX};
+use vecnet_graph::{read_record, FormatContext, Node, NodeCtx, FRAME_SIZE, RX, TX};
 use vecnet_nodes::common::{drop_with, feature_next};
 use vecnet_nodes::{Dpo, InterfaceKind, L3Config};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -17,6 +17,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 use crate::key::{format_key_words, PacketKey};
 use crate::runtime::AclRuntime;
 pub use crate::runtime::Direction;
+use crate::session::Prepared;
 
 const NEXT_DROP: u16 = 0;
 /// `feature_next`'s answer when the arc has no next node (misconfiguration).
@@ -79,7 +80,24 @@ pub fn format_acl_trace(t: &AclTrace, out: &mut String) {
     out.push('\n');
 }
 
-pub struct AclPluginFa(pub Direction);
+/// One of the two ACL nodes, with its per-frame scratch (allocated once, with the node).
+pub struct AclPluginFa {
+    dir: Direction,
+    /// Each packet's key, built by the first pass.
+    keys: Vec<PacketKey>,
+    /// Each packet's session lookup state, between the passes.
+    prepared: Vec<Prepared>,
+}
+
+impl AclPluginFa {
+    pub fn new(dir: Direction) -> Self {
+        Self {
+            dir,
+            keys: vec![PacketKey::default(); FRAME_SIZE],
+            prepared: vec![Prepared::EMPTY; FRAME_SIZE],
+        }
+    }
+}
 
 /// Whether a new session is control traffic (SYSTEM.md 6.9): the host link `tap0` is its
 /// receive or transmit interface, or (on input, before the route is known) the FIB sends the
@@ -124,7 +142,7 @@ fn is_control(l3: &L3Config, rx: u32, sw: u32, input: bool, fib_index: u32, dst:
 
 impl<R: AclRuntime> Node<R> for AclPluginFa {
     fn name(&self) -> &str {
-        match self.0 {
+        match self.dir {
             Direction::Input => "acl-plugin-in-ip4-fa",
             Direction::Output => "acl-plugin-out-ip4-fa",
         }
@@ -138,25 +156,58 @@ impl<R: AclRuntime> Node<R> for AclPluginFa {
         &ERROR_STRINGS
     }
 
+    /// Three passes over the frame (SYSTEM.md 11.1 rule 4), as the NAT nodes: every packet's key,
+    /// session key and hash first (index buckets start loading), then every candidate session
+    /// (sessions start loading), then the decisions in frame order, which verify the candidates.
     fn process(&mut self, rt: &mut R, ctx: &mut NodeCtx<'_>, frame: &[u32], nexts: &mut [u16]) {
         let (l3, tables, st) = rt.acl();
-        let dir = self.0;
+        let dir = self.dir;
         let input = dir == Direction::Input;
         let (slot, l3_offset) = if input { (RX, 0) } else { (TX, L2_HEADER) };
         let now = ctx.now_ns;
         let (mut checked, mut permit, mut new, mut exist, mut restart, mut stale) =
             (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
-        for (&bi, next) in frame.iter().zip(nexts.iter_mut()) {
+        let n = frame.len().min(nexts.len());
+        if n > self.keys.len() {
+            // Frames are at most FRAME_SIZE packets; never taken by the dispatcher.
+            self.keys.resize(n, PacketKey::default());
+            self.prepared.resize(n, Prepared::EMPTY);
+        }
+        // All of length `n`: indexing below needs no bounds checks.
+        let (frame, nexts) = (&frame[..n], &mut nexts[..n]);
+        let keys = &mut self.keys[..n];
+        let prepared = &mut self.prepared[..n];
+        let mut lookups = false;
+        for k in 0..n {
+            let bi = frame[k];
+            let sw = ctx.pool.meta(bi).sw_if_index[slot];
+            keys[k] =
+                PacketKey::parse(ctx.pool.data(bi).get(l3_offset..).unwrap_or(&[]), sw, input);
+            st.prepare_into(&keys[k], dir, &mut prepared[k]);
+            lookups |= prepared[k].has_hash();
+        }
+        // A frame whose interfaces have no sessions (stateless tables) skips both prefetch
+        // passes.
+        if lookups {
+            // A tight loop, so that many bucket loads are in flight at once.
+            for p in prepared.iter() {
+                st.prefetch_bucket(p);
+            }
+            for p in prepared.iter_mut() {
+                st.prefetch_candidate(p);
+            }
+        }
+        for k in 0..n {
+            let (bi, key) = (frame[k], &keys[k]);
             let m = ctx.pool.meta(bi);
-            let (sw, rx, pos, fib_index) = (
+            let (sw, rx, pos, fib_index, traced) = (
                 m.sw_if_index[slot],
                 m.sw_if_index[RX],
                 m.feature_cursor as usize,
                 m.fib_index,
+                m.is_traced(),
             );
-            let key =
-                PacketKey::parse(ctx.pool.data(bi).get(l3_offset..).unwrap_or(&[]), sw, input);
-            let v = st.decide(tables, &key, dir, now, || {
+            let v = st.decide_prepared(tables, key, &prepared[k], dir, now, || {
                 is_control(l3, rx, sw, input, fib_index, key.dst)
             });
             checked += 1;
@@ -168,7 +219,7 @@ impl<R: AclRuntime> Node<R> for AclPluginFa {
             }
             restart += u64::from(v.class_changed);
             stale += u64::from(v.trace_bits & crate::session::TRACE_STALE_REMOVED != 0);
-            *next = if v.action == 0 {
+            let next = if v.action == 0 {
                 let err = if v.refused_full {
                     ERR_TOO_MANY_SESSIONS
                 } else {
@@ -188,17 +239,19 @@ impl<R: AclRuntime> Node<R> for AclPluginFa {
                     n => n,
                 }
             };
-            let next_index = u32::from(*next);
-            ctx.trace_with(bi, |_| AclTrace {
-                packet_info: key.words(),
-                sw_if_index: sw,
-                next_index,
-                acl_index: v.acl_index,
-                rule_index: v.rule_index,
-                trace_bits: v.trace_bits,
-                action: v.action,
-                pad: [0; 3],
-            });
+            nexts[k] = next;
+            if traced {
+                ctx.trace_with(bi, |_| AclTrace {
+                    packet_info: key.words(),
+                    sw_if_index: sw,
+                    next_index: u32::from(next),
+                    acl_index: v.acl_index,
+                    rule_index: v.rule_index,
+                    trace_bits: v.trace_bits,
+                    action: v.action,
+                    pad: [0; 3],
+                });
+            }
         }
         // Per frame, as VPP's `vlib_node_increment_counter`.
         for (code, n) in [
@@ -224,8 +277,8 @@ impl<R: AclRuntime> Node<R> for AclPluginFa {
 /// The two ACL nodes, input first.
 pub fn nodes<R: AclRuntime + 'static>() -> [Box<dyn Node<R>>; 2] {
     [
-        Box::new(AclPluginFa(Direction::Input)),
-        Box::new(AclPluginFa(Direction::Output)),
+        Box::new(AclPluginFa::new(Direction::Input)),
+        Box::new(AclPluginFa::new(Direction::Output)),
     ]
 }
 

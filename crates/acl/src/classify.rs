@@ -104,6 +104,9 @@ struct Shape {
     dst_mask: u32,
     /// Best (lowest) priority of any rule of this shape.
     min_prio: u32,
+    /// The shape's only node when it has no address bits (`0.0.0.0/0` both ways: every packet
+    /// masks to the same key), found without hashing; [`NONE`] for other shapes.
+    direct: u32,
 }
 
 /// Shape id and masked addresses.
@@ -288,6 +291,9 @@ pub struct Classifier {
     table: HashMap<NodeKey, u32, RandomState>,
     nodes: Vec<Node>,
     candidates: Vec<Candidate>,
+    /// The first rule when it matches every packet (protocol any, `0.0.0.0/0` both ways: the
+    /// reflective ACL, a permit-all table): the answer for every packet, without a search.
+    always: Option<RuleRef>,
 }
 
 impl std::fmt::Debug for Classifier {
@@ -321,6 +327,7 @@ impl Classifier {
                     src_mask: sm,
                     dst_mask: dm,
                     min_prio: NONE,
+                    direct: NONE,
                 });
                 shape.min_prio = shape.min_prio.min(prio);
                 let key = NodeKey::new(shape, u32::from(r.src.0), u32::from(r.dst.0));
@@ -372,26 +379,46 @@ impl Classifier {
             });
         }
         let mut shapes: Vec<Shape> = shapes.into_values().collect();
+        for s in shapes
+            .iter_mut()
+            .filter(|s| s.src_mask == 0 && s.dst_mask == 0)
+        {
+            s.direct = table.get(&NodeKey::new(s, 0, 0)).copied().unwrap_or(NONE);
+        }
         shapes.sort_by_key(|s| (s.min_prio, s.id));
+        let first = acls.iter().find_map(|&(_, list)| list.first());
+        let always = first
+            .filter(|r| r.proto == 0 && r.src.1 == 0 && r.dst.1 == 0)
+            .and(rules.first().copied());
         Self {
             rules,
             shapes,
             table,
             nodes,
             candidates,
+            always,
         }
     }
 
     /// The first rule matching `k`, or `None` (then the packet is denied).
     #[inline]
     pub fn classify(&self, k: &PacketKey) -> Option<RuleRef> {
+        if self.always.is_some() {
+            return self.always;
+        }
         let mut best = NONE;
         for s in &self.shapes {
             if s.min_prio >= best {
                 break;
             }
-            let Some(&n) = self.table.get(&NodeKey::new(s, k.src, k.dst)) else {
-                continue;
+            // The match-everything shape (`any` rules, the reflective ACL) skips the hash.
+            let n = if s.direct != NONE {
+                s.direct
+            } else {
+                match self.probe(s, k) {
+                    Some(n) => n,
+                    None => continue,
+                }
             };
             let Some(node) = self.nodes.get(n as usize) else {
                 continue;
@@ -401,6 +428,13 @@ impl Classifier {
             }
         }
         self.rules.get(best as usize).copied()
+    }
+
+    /// The node of shape `s` for `k`'s addresses. Out of line, so that a lookup that needs no
+    /// hash (the match-everything shape) does not carry the hash table's state in registers.
+    #[inline(never)]
+    fn probe(&self, s: &Shape, k: &PacketKey) -> Option<u32> {
+        self.table.get(&NodeKey::new(s, k.src, k.dst)).copied()
     }
 
     pub fn rule_count(&self) -> usize {
@@ -628,5 +662,62 @@ mod tests {
                 }
             }
         }
+
+        /// Rules that match every address (`0.0.0.0/0` both ways) anywhere in the lists, first
+        /// included (the shape found without hashing, the first rule that answers every packet):
+        /// still the linear matcher's answer.
+        #[test]
+        fn any_address_rules_equal_linear(
+            acls in prop::collection::vec(prop::collection::vec(arb_rule(), 0..12), 1..3),
+            any in prop::collection::vec((0usize..16, 0usize..3, prop::sample::select(vec![0u8, 6, 17])), 1..4),
+            keys in prop::collection::vec(arb_key(), 1..64),
+        ) {
+            let mut acls = acls;
+            for (at, list, proto) in any {
+                let n = acls.len();
+                let l = &mut acls[list % n];
+                let mut r = AclRule::any(Action::Permit);
+                r.proto = proto;
+                l.insert(at.min(l.len()), r);
+            }
+            let list: Vec<(u32, &[AclRule])> = acls
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (i as u32, r.as_slice()))
+                .collect();
+            let c = Classifier::build(&list);
+            for k in &keys {
+                prop_assert_eq!(c.classify(k), linear_match(&list, k), "key {:?}", k);
+            }
+        }
+    }
+
+    #[test]
+    fn a_first_rule_matching_everything_answers_every_packet() {
+        let mut r = AclRule::any(Action::PermitReflect);
+        let rules = [r.clone(), AclRule::any(Action::Deny)];
+        let c = Classifier::build(&[(0, &[]), (4, &rules)]);
+        let want = Some(RuleRef {
+            acl_index: 4,
+            rule_index: 0,
+            action: Action::PermitReflect,
+        });
+        assert_eq!(c.always, want);
+        for k in [
+            PacketKey::default(),
+            PacketKey {
+                proto: 6,
+                src: 1,
+                ..PacketKey::default()
+            },
+        ] {
+            assert_eq!(c.classify(&k), want);
+        }
+        // Any protocol but not any address, or a protocol: searched.
+        r.src.1 = 8;
+        assert_eq!(Classifier::build(&[(0, &[r.clone()])]).always, None);
+        r.src.1 = 0;
+        r.proto = 6;
+        assert_eq!(Classifier::build(&[(0, &[r])]).always, None);
     }
 }

@@ -47,18 +47,6 @@ pub struct PacketKey {
     pub icmp_id: u16,
 }
 
-#[inline]
-fn be16(b: &[u8], off: usize) -> Option<u16> {
-    let s = b.get(off..off + 2)?;
-    Some(u16::from_be_bytes([s[0], s[1]]))
-}
-
-#[inline]
-fn be32(b: &[u8], off: usize) -> Option<u32> {
-    let s = b.get(off..off + 4)?;
-    Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
-}
-
 impl PacketKey {
     /// Builds the key from the bytes starting at the IPv4 header. Never panics: what cannot be
     /// read stays zero and the matching flag stays clear (a header too short for ports leaves
@@ -70,13 +58,16 @@ impl PacketKey {
             flags: if input { pkt_flags::INPUT } else { 0 },
             ..Self::default()
         };
-        let (Some(src), Some(dst), Some(&proto)) = (be32(ip, 12), be32(ip, 16), ip.get(9)) else {
+        // Fixed-size views of the IPv4 header and of the first 8 bytes of L4: one length check
+        // each instead of one per field.
+        let Some(h) = ip.first_chunk::<20>() else {
             return k;
         };
-        k.src = src;
-        k.dst = dst;
+        k.src = u32::from_be_bytes([h[12], h[13], h[14], h[15]]);
+        k.dst = u32::from_be_bytes([h[16], h[17], h[18], h[19]]);
+        let proto = h[9];
         k.proto = proto;
-        let frag = be16(ip, 6).unwrap_or(0);
+        let frag = u16::from_be_bytes([h[6], h[7]]);
         // The whole 13-bit offset (18.01 masked 0x0fff and missed offsets of 32 KiB and up).
         if frag & 0x1fff != 0 {
             // No L4 header in this fragment: rules with a protocol match it on addresses and
@@ -86,8 +77,8 @@ impl PacketKey {
         }
         // Unlike 18.01 (which assumed 20 bytes) the L4 header is found after the real IHL, so
         // packets with IP options are classified on their ports too.
-        let ihl = usize::from(ip[0] & 0x0f) * 4;
-        let total = usize::from(be16(ip, 2).unwrap_or(0));
+        let ihl = usize::from(h[0] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([h[2], h[3]]));
         let end = if total >= ihl && total <= ip.len() {
             total
         } else {
@@ -96,19 +87,19 @@ impl PacketKey {
         let Some(l4) = ip.get(ihl.max(20)..end) else {
             return k;
         };
-        if l4.len() < 8 {
+        let Some(l4h) = l4.first_chunk::<8>() else {
             return k;
-        }
+        };
         k.flags |= pkt_flags::L4_VALID;
         match proto {
             PROTO_ICMP => {
-                k.sport = u16::from(l4[0]);
-                k.dport = u16::from(l4[1]);
-                k.icmp_id = u16::from_be_bytes([l4[4], l4[5]]);
+                k.sport = u16::from(l4h[0]);
+                k.dport = u16::from(l4h[1]);
+                k.icmp_id = u16::from_be_bytes([l4h[4], l4h[5]]);
             }
             PROTO_TCP | PROTO_UDP => {
-                k.sport = u16::from_be_bytes([l4[0], l4[1]]);
-                k.dport = u16::from_be_bytes([l4[2], l4[3]]);
+                k.sport = u16::from_be_bytes([l4h[0], l4h[1]]);
+                k.dport = u16::from_be_bytes([l4h[2], l4h[3]]);
                 if proto == PROTO_TCP {
                     if let Some(&f) = l4.get(13) {
                         k.tcp_flags = f;

@@ -11,6 +11,16 @@
 //!   reply maps to its request type, and an orientation bit keeps a reply travelling the wrong
 //!   way from matching. Other ICMP, packets without ports and non-first fragments never use
 //!   sessions: rules alone judge them.
+//! * **Lookup.** Built for vectors, as the NAT session table (SYSTEM.md 11.1): the index is a
+//!   [`FlowIndex`] (one cache line per bucket, sized once, no rehash) and a session is one cache
+//!   line. A node prepares every packet of its frame first ([`AclState::prepare_into`]: session
+//!   key and hash), prefetches their index buckets in a tight loop ([`AclState::prefetch_bucket`]),
+//!   then picks and prefetches each packet's candidate session
+//!   ([`AclState::prefetch_candidate`]), and only then decides the packets in order
+//!   ([`AclState::decide_prepared`]), which verifies the candidates (an earlier packet of the
+//!   frame may have created or deleted sessions), so the cache misses of a frame overlap instead
+//!   of adding up. Interfaces without sessions (a stateless table, the other side of a flow) cost
+//!   no hashing or index access at all: the table counts its sessions per interface.
 //! * **Expiry.** The data path only stamps `last_active` and TCP flags; a lookup that finds an
 //!   idle session deletes it and treats the packet as new. [`AclState::sync`] (once per main
 //!   loop) checks a bounded number of FIFO heads per class: idle ones are deleted, active ones
@@ -26,8 +36,8 @@
 //!   The worker owns the table alone, so a freed slot can be reused at once.
 
 use foldhash::fast::RandomState;
-use hashbrown::HashTable;
 use std::hash::BuildHasher;
+use vecnet_flow_index::{advise_huge_pages, prefetch, FlowIndex};
 
 use crate::classify::RuleRef;
 use crate::config::{AclTimeouts, Action};
@@ -102,6 +112,7 @@ impl TimeoutClass {
         }
     }
 
+    #[inline]
     pub fn timeout_ns(self, t: &AclTimeouts) -> u64 {
         let s = match self {
             TimeoutClass::UdpIdle => t.udp_idle,
@@ -163,29 +174,76 @@ fn session_key(k: &PacketKey, dir: Direction) -> Option<(SessionKey, bool)> {
     ))
 }
 
-#[derive(Debug, Clone)]
+/// One session: one cache line, all a hit reads (key, timestamps, TCP flags, class, epoch) and
+/// all the FIFOs need. The key is stored flat (a nested [`SessionKey`] would pad to 24 bytes);
+/// the creating packet's addresses and source port are not stored but rebuilt from the key
+/// ([`Session::origin`]): only its destination port (ICMP: the code) is not in the key.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
 struct Session {
-    key: SessionKey,
-    hash: u64,
-    /// The packet that created it, for `show`.
-    src: u32,
-    dst: u32,
-    sport: u16,
+    /// [`SessionKey::addrs`].
+    addrs: u64,
+    /// [`SessionKey::ports_if`].
+    ports_if: u64,
+    last_active_ns: u64,
+    enqueue_ns: u64,
+    created_ns: u64,
+    prev: u32,
+    next: u32,
+    if_epoch: u32,
+    /// [`SessionKey::proto`]: protocol << 8 | orientation.
+    proto_orient: u16,
+    /// The creating packet's destination port (ICMP: its code).
     dport: u16,
-    proto: u8,
-    created_on_input: bool,
-    sw_if_index: u32,
     /// TCP flags seen, `[output, input]`.
     tcp_seen: [u8; 2],
     class: TimeoutClass,
     control: bool,
     in_use: bool,
-    if_epoch: u32,
-    created_ns: u64,
-    last_active_ns: u64,
-    enqueue_ns: u64,
-    prev: u32,
-    next: u32,
+    created_on_input: bool,
+}
+
+const _: () = assert!(std::mem::size_of::<Session>() == 64);
+
+impl Session {
+    #[inline]
+    fn key(&self) -> SessionKey {
+        SessionKey {
+            addrs: self.addrs,
+            ports_if: self.ports_if,
+            proto: self.proto_orient,
+        }
+    }
+
+    #[inline]
+    fn matches(&self, k: &SessionKey) -> bool {
+        self.addrs == k.addrs && self.ports_if == k.ports_if && self.proto_orient == k.proto
+    }
+
+    #[inline]
+    fn proto(&self) -> u8 {
+        (self.proto_orient >> 8) as u8
+    }
+
+    #[inline]
+    fn sw_if_index(&self) -> u32 {
+        self.ports_if as u32
+    }
+
+    /// The creating packet's `(src, dst, sport, dport)`: `session_key` run backwards. Only
+    /// requests create ICMP sessions, so the key's request type is the packet's type.
+    fn origin(&self) -> (u32, u32, u16, u16) {
+        let (a, b) = ((self.addrs >> 32) as u32, self.addrs as u32);
+        let (pa, pb) = ((self.ports_if >> 48) as u16, (self.ports_if >> 32) as u16);
+        let input = self.created_on_input;
+        let (src, dst) = if input { (a, b) } else { (b, a) };
+        let sport = if input || self.proto() == PROTO_ICMP {
+            pa
+        } else {
+            pb
+        };
+        (src, dst, sport, self.dport)
+    }
 }
 
 /// Counters of the session table (`show acl-plugin sessions`).
@@ -236,6 +294,64 @@ impl Verdict {
         class_changed: false,
         refused_full: false,
     };
+}
+
+/// A found session after a packet's lookup.
+enum Refresh {
+    /// Its interface lost its ACLs meanwhile: to be deleted.
+    Stale,
+    /// Idle past its timeout: to be deleted.
+    Idle,
+    /// Refreshed by the packet; its class change, if any.
+    Live(Option<(TimeoutClass, TimeoutClass)>),
+}
+
+/// What [`AclState::prepare`] found out about one packet, for the later passes over its frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Prepared {
+    key: SessionKey,
+    /// The key's hash (from [`Prepared::LOOKUP`] on).
+    hash: u64,
+    /// The session the index bucket pointed at ([`NONE`]: none): a hint, verified on use.
+    candidate: u32,
+    /// How far `prepare` got: [`Prepared::DEFERRED`] .. [`Prepared::CREATE`].
+    state: u8,
+}
+
+impl Prepared {
+    /// Nothing computed: the interface had no sessions, so the session key is worked out only
+    /// if the decision needs it (a session made meanwhile, a permit+reflect rule).
+    const DEFERRED: u8 = 0;
+    /// The packet never uses sessions.
+    const NO_KEY: u8 = 1;
+    /// Key and hash computed; the packet may not create a session (an ICMP reply).
+    const LOOKUP: u8 = 2;
+    /// Key and hash computed; the packet may create a session.
+    const CREATE: u8 = 3;
+
+    /// Nothing prepared yet.
+    pub const EMPTY: Prepared = Prepared {
+        key: SessionKey {
+            addrs: 0,
+            ports_if: 0,
+            proto: 0,
+        },
+        hash: 0,
+        candidate: NONE,
+        state: Self::DEFERRED,
+    };
+
+    /// Whether the packet has a key hash (and so a bucket and candidate to prefetch).
+    #[inline]
+    pub fn has_hash(&self) -> bool {
+        self.state >= Self::LOOKUP
+    }
+}
+
+impl Default for Prepared {
+    fn default() -> Self {
+        Self::EMPTY
+    }
 }
 
 /// A session as `show acl-plugin sessions` lists it.
@@ -297,13 +413,19 @@ pub enum ImportError {
 
 /// Per-worker ACL state: the reflective session table and its counters.
 pub struct AclState {
+    /// The pool: `capacity` slots reserved (address space until used, huge pages advised);
+    /// `sessions.len()` is the high-water mark, slots below it are in use or on `free`.
     sessions: Vec<Session>,
     free: Vec<u32>,
-    index: HashTable<u32>,
+    /// Key hash → slot, sized for `capacity` sessions.
+    index: FlowIndex,
     hasher: RandomState,
     heads: [u32; 3],
     tails: [u32; 3],
     in_use: u32,
+    /// By `sw_if_index`: sessions in use (stale ones included). A packet of an interface
+    /// without sessions skips the lookup.
+    live_by_if: Vec<u32>,
     /// Slots reserved (the table never grows past this on the data path).
     capacity: u32,
     generation: u64,
@@ -338,11 +460,12 @@ impl AclState {
         Self {
             sessions: Vec::new(),
             free: Vec::new(),
-            index: HashTable::new(),
+            index: FlowIndex::with_buckets(1),
             hasher: RandomState::default(),
             heads: [NONE; 3],
             tails: [NONE; 3],
             in_use: 0,
+            live_by_if: Vec::new(),
             capacity: 0,
             generation: u64::MAX,
             if_epoch: Vec::new(),
@@ -374,6 +497,9 @@ impl AclState {
         let span = tables.interface_span().max(self.was_bound.len());
         self.if_epoch.resize(span, 0);
         self.was_bound.resize(span, false);
+        if self.live_by_if.len() < span {
+            self.live_by_if.resize(span, 0);
+        }
         let c = &mut self.counters;
         if c.adds_by_if.len() < span {
             c.adds_by_if.resize(span, 0);
@@ -396,8 +522,10 @@ impl AclState {
         }
     }
 
-    /// Reserves room for `max` sessions so that the data path never allocates. The index gets
-    /// twice that: hashbrown then always rehashes tombstones in place instead of growing.
+    /// Reserves room for `max` sessions so that the data path never allocates: the pool and
+    /// free list reserved (the pool's pages are touched only as sessions use them), the index
+    /// built for `max` entries with its pages faulted in. Growing rebuilds the index from the
+    /// sessions in use (the control path's cost, never the data path's).
     fn reserve(&mut self, max: u32) {
         if max <= self.capacity {
             return;
@@ -405,13 +533,20 @@ impl AclState {
         let max_us = max as usize;
         self.sessions
             .reserve_exact(max_us.saturating_sub(self.sessions.len()));
+        advise_huge_pages(
+            self.sessions.as_ptr() as usize,
+            self.sessions.capacity() * std::mem::size_of::<Session>(),
+        );
         self.free
             .reserve_exact(max_us.saturating_sub(self.free.len()));
-        let sessions = &self.sessions;
-        self.index
-            .reserve((2 * max_us).saturating_sub(self.index.len()), |&i| {
-                sessions.get(i as usize).map_or(0, |s| s.hash)
-            });
+        let mut index = FlowIndex::with_capacity(max_us);
+        for (i, s) in self.sessions.iter().enumerate() {
+            if s.in_use {
+                // Cannot fail: the index holds more than `max` >= the sessions in use.
+                let _ = index.insert(self.hasher.hash_one(s.key()), i as u32);
+            }
+        }
+        self.index = index;
         self.capacity = max;
     }
 
@@ -446,7 +581,7 @@ impl AclState {
     /// `clear acl-plugin sessions`: empties the table (replies are judged by rules again).
     pub fn clear_sessions(&mut self) {
         for s in self.sessions.iter().filter(|s| s.in_use) {
-            if let Some(d) = self.counters.dels_by_if.get_mut(s.sw_if_index as usize) {
+            if let Some(d) = self.counters.dels_by_if.get_mut(s.sw_if_index() as usize) {
                 *d += 1;
             }
         }
@@ -454,6 +589,7 @@ impl AclState {
         self.sessions.clear();
         self.free.clear();
         self.index.clear();
+        self.live_by_if.fill(0);
         self.heads = [NONE; 3];
         self.tails = [NONE; 3];
         self.in_use = 0;
@@ -466,29 +602,99 @@ impl AclState {
             .iter()
             .enumerate()
             .filter(|(_, s)| s.in_use)
-            .map(|(i, s)| SessionInfo {
-                index: i as u32,
-                sw_if_index: s.sw_if_index,
-                created_on_input: s.created_on_input,
-                proto: s.proto,
-                src: s.src,
-                dst: s.dst,
-                sport: s.sport,
-                dport: s.dport,
-                tcp_seen: s.tcp_seen,
-                class: s.class,
-                control: s.control,
-                created_ns: s.created_ns,
-                last_active_ns: s.last_active_ns,
-                stale: self.is_stale(s),
+            .map(|(i, s)| {
+                let (src, dst, sport, dport) = s.origin();
+                SessionInfo {
+                    index: i as u32,
+                    sw_if_index: s.sw_if_index(),
+                    created_on_input: s.created_on_input,
+                    proto: s.proto(),
+                    src,
+                    dst,
+                    sport,
+                    dport,
+                    tcp_seen: s.tcp_seen,
+                    class: s.class,
+                    control: s.control,
+                    created_ns: s.created_ns,
+                    last_active_ns: s.last_active_ns,
+                    stale: self.is_stale(s),
+                }
             })
     }
 
     #[inline]
     fn is_stale(&self, s: &Session) -> bool {
         self.if_epoch
-            .get(s.sw_if_index as usize)
+            .get(s.sw_if_index() as usize)
             .is_some_and(|&e| e != s.if_epoch)
+    }
+
+    #[inline]
+    fn hash(&self, k: &SessionKey) -> u64 {
+        self.hasher.hash_one(k)
+    }
+
+    /// Whether any session (stale ones included) belongs to `sw_if_index`.
+    #[inline]
+    fn has_sessions_on(&self, sw_if_index: u32) -> bool {
+        self.live_by_if
+            .get(sw_if_index as usize)
+            .is_some_and(|&n| n > 0)
+    }
+
+    /// First pass over a frame: where the packet's interface has sessions, its session key and
+    /// the key's hash (the other passes need nothing else).
+    #[inline]
+    pub fn prepare(&self, key: &PacketKey, dir: Direction) -> Prepared {
+        let mut p = Prepared::EMPTY;
+        self.prepare_into(key, dir, &mut p);
+        p
+    }
+
+    /// [`AclState::prepare`] into the node's scratch: writes only what the state needs (the
+    /// other fields are not read in that state).
+    #[inline]
+    pub fn prepare_into(&self, key: &PacketKey, dir: Direction, p: &mut Prepared) {
+        if !self.has_sessions_on(key.sw_if_index) {
+            p.state = Prepared::DEFERRED;
+            return;
+        }
+        match session_key(key, dir) {
+            None => p.state = Prepared::NO_KEY,
+            Some((k, creates)) => {
+                p.key = k;
+                p.hash = self.hash(&k);
+                p.candidate = NONE;
+                p.state = if creates {
+                    Prepared::CREATE
+                } else {
+                    Prepared::LOOKUP
+                };
+            }
+        }
+    }
+
+    /// Starts loading the index bucket of a prepared packet.
+    #[inline]
+    pub fn prefetch_bucket(&self, p: &Prepared) {
+        if p.has_hash() {
+            self.index.prefetch(p.hash);
+        }
+    }
+
+    /// Second pass over a frame (buckets in cache by now): the candidate session of a prepared
+    /// packet, which starts loading.
+    #[inline]
+    pub fn prefetch_candidate(&self, p: &mut Prepared) {
+        if !p.has_hash() {
+            return;
+        }
+        if let Some(i) = self.index.candidate(p.hash) {
+            p.candidate = i;
+            // A hint only: the slot may be past the pool (a prefetch never faults).
+            prefetch(self.sessions.as_ptr().wrapping_add(i as usize));
+        }
     }
 
     /// Decides what to do with a packet of (`key.sw_if_index`, `dir`): session hit, else the
@@ -503,26 +709,45 @@ impl AclState {
         now_ns: u64,
         is_control: impl FnOnce() -> bool,
     ) -> Verdict {
+        let p = self.prepare(key, dir);
+        self.decide_prepared(tables, key, &p, dir, now_ns, is_control)
+    }
+
+    /// [`AclState::decide`] for a packet prepared by [`AclState::prepare`] (and
+    /// [`AclState::prefetch_candidate`]) with this table, in frame order (third pass).
+    #[inline]
+    pub fn decide_prepared(
+        &mut self,
+        tables: &AclTables,
+        key: &PacketKey,
+        p: &Prepared,
+        dir: Direction,
+        now_ns: u64,
+        is_control: impl FnOnce() -> bool,
+    ) -> Verdict {
         let mut v = Verdict::NO_MATCH;
-        let sk = session_key(key, dir);
-        let mut hash = None;
-        if let Some((k, _)) = &sk {
-            // An empty table (stateless ACLs only) costs no hashing.
-            if self.in_use > 0 {
-                let hash = *hash.insert(self.hasher.hash_one(k));
-                let timeouts = &tables.config.timeouts;
-                match self.find(k, hash) {
-                    Some(i) if self.is_stale_slot(i) => {
+        // Asked now, not at `prepare`: an earlier packet of the frame may have made the first
+        // session of the interface.
+        if self.has_sessions_on(key.sw_if_index) {
+            let found = match p.state {
+                Prepared::LOOKUP | Prepared::CREATE => self.find(&p.key, p.hash, p.candidate),
+                Prepared::DEFERRED => {
+                    session_key(key, dir).and_then(|(k, _)| self.find(&k, self.hash(&k), NONE))
+                }
+                _ => None,
+            };
+            if let Some(i) = found {
+                match self.refresh(i, key, dir, now_ns, &tables.config.timeouts) {
+                    Refresh::Stale => {
                         self.delete(i);
                         self.counters.stale_removed += 1;
                         v.trace_bits |= TRACE_STALE_REMOVED;
                     }
-                    Some(i) if self.is_idle(i, timeouts, now_ns) => {
+                    Refresh::Idle => {
                         self.delete(i);
                         self.counters.expired += 1;
                     }
-                    Some(i) => {
-                        let change = self.track(i, key, dir, now_ns);
+                    Refresh::Live(change) => {
                         v.action = 3;
                         v.rule_index = i;
                         v.session = i;
@@ -533,7 +758,6 @@ impl AclState {
                         }
                         return v;
                     }
-                    None => {}
                 }
             }
         }
@@ -550,44 +774,95 @@ impl AclState {
         v.action = match action {
             Action::Deny => 0,
             Action::Permit => 1,
-            Action::PermitReflect => match sk {
-                Some((k, true)) => {
-                    let hash = hash.unwrap_or_else(|| self.hasher.hash_one(k));
-                    match self.create(tables, k, hash, key, dir, now_ns, is_control) {
-                        Some(i) => {
-                            v.session = i;
-                            2
-                        }
-                        None => {
-                            v.refused_full = true;
-                            0
+            Action::PermitReflect => {
+                let sk = match p.state {
+                    Prepared::LOOKUP | Prepared::CREATE => {
+                        Some((p.key, p.state == Prepared::CREATE, p.hash))
+                    }
+                    Prepared::DEFERRED => {
+                        session_key(key, dir).map(|(k, creates)| (k, creates, self.hash(&k)))
+                    }
+                    _ => None,
+                };
+                match sk {
+                    Some((k, true, h)) => {
+                        // Asked here, in line, so that the nodes' closure costs nothing unless
+                        // a session is made.
+                        let control = is_control();
+                        match self.create(tables, k, h, key, dir, now_ns, control) {
+                            Some(i) => {
+                                v.session = i;
+                                2
+                            }
+                            None => {
+                                v.refused_full = true;
+                                0
+                            }
                         }
                     }
+                    // Packets that never use sessions are simply permitted.
+                    _ => 1,
                 }
-                // Packets that never use sessions are simply permitted.
-                _ => 1,
-            },
+            }
         };
         v
     }
 
+    /// What a lookup found in slot `i` and, for a live session, the packet's refresh of it
+    /// (one access to the session for the three checks).
     #[inline]
-    fn find(&self, k: &SessionKey, hash: u64) -> Option<u32> {
-        let sessions = &self.sessions;
-        self.index
-            .find(hash, |&i| {
-                sessions
-                    .get(i as usize)
-                    .is_some_and(|s| s.in_use && s.key == *k)
-            })
-            .copied()
+    fn refresh(
+        &mut self,
+        i: u32,
+        key: &PacketKey,
+        dir: Direction,
+        now_ns: u64,
+        t: &AclTimeouts,
+    ) -> Refresh {
+        let Some(s) = self.sessions.get_mut(i as usize) else {
+            return Refresh::Idle;
+        };
+        if self
+            .if_epoch
+            .get(s.sw_if_index() as usize)
+            .is_some_and(|&e| e != s.if_epoch)
+        {
+            return Refresh::Stale;
+        }
+        if now_ns >= s.last_active_ns.saturating_add(s.class.timeout_ns(t)) {
+            return Refresh::Idle;
+        }
+        s.last_active_ns = now_ns;
+        if key.tcp_flags_valid() {
+            s.tcp_seen[usize::from(dir == Direction::Input)] |= key.tcp_flags;
+        }
+        let (old, new) = (s.class, TimeoutClass::of(s.proto(), s.tcp_seen));
+        if old == new {
+            return Refresh::Live(None);
+        }
+        self.unlink(i);
+        if let Some(s) = self.sessions.get_mut(i as usize) {
+            s.class = new;
+        }
+        self.push_tail(i, now_ns);
+        Refresh::Live(Some((old, new)))
     }
 
+    /// Whether slot `i` holds a live session of key `k`.
     #[inline]
-    fn is_stale_slot(&self, i: u32) -> bool {
+    fn is_key(&self, i: u32, k: &SessionKey) -> bool {
         self.sessions
             .get(i as usize)
-            .is_some_and(|s| self.is_stale(s))
+            .is_some_and(|s| s.in_use && s.matches(k))
+    }
+
+    /// The slot of key `k` (hash `h`); a verified `candidate` skips the index.
+    #[inline]
+    fn find(&self, k: &SessionKey, h: u64, candidate: u32) -> Option<u32> {
+        if candidate != NONE && self.is_key(candidate, k) {
+            return Some(candidate);
+        }
+        self.index.find(h, |i| self.is_key(i, k))
     }
 
     #[inline]
@@ -597,33 +872,9 @@ impl AclState {
             .is_some_and(|s| now_ns >= s.last_active_ns.saturating_add(s.class.timeout_ns(t)))
     }
 
-    /// Refreshes session `i` for a packet; returns the class change, if any.
-    #[inline]
-    fn track(
-        &mut self,
-        i: u32,
-        key: &PacketKey,
-        dir: Direction,
-        now_ns: u64,
-    ) -> Option<(TimeoutClass, TimeoutClass)> {
-        let s = self.sessions.get_mut(i as usize)?;
-        s.last_active_ns = now_ns;
-        if key.tcp_flags_valid() {
-            s.tcp_seen[usize::from(dir == Direction::Input)] |= key.tcp_flags;
-        }
-        let (old, new) = (s.class, TimeoutClass::of(s.proto, s.tcp_seen));
-        if old == new {
-            return None;
-        }
-        self.unlink(i);
-        if let Some(s) = self.sessions.get_mut(i as usize) {
-            s.class = new;
-        }
-        self.push_tail(i, now_ns);
-        Some((old, new))
-    }
-
+    /// Out of line: the hit path stays small (a new flow pays one call).
     #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
     fn create(
         &mut self,
         tables: &AclTables,
@@ -632,9 +883,8 @@ impl AclState {
         key: &PacketKey,
         dir: Direction,
         now_ns: u64,
-        is_control: impl FnOnce() -> bool,
+        control: bool,
     ) -> Option<u32> {
-        let control = is_control();
         if !self.make_room(tables, control, now_ns) {
             return None;
         }
@@ -649,27 +899,27 @@ impl AclState {
             tcp_seen[usize::from(input)] = key.tcp_flags;
         }
         let s = Session {
-            key: k,
-            hash,
-            src: key.src,
-            dst: key.dst,
-            sport: key.sport,
+            addrs: k.addrs,
+            ports_if: k.ports_if,
+            last_active_ns: now_ns,
+            enqueue_ns: now_ns,
+            created_ns: now_ns,
+            prev: NONE,
+            next: NONE,
+            if_epoch: epoch,
+            proto_orient: k.proto,
             dport: key.dport,
-            proto: key.proto,
-            created_on_input: input,
-            sw_if_index: key.sw_if_index,
             tcp_seen,
             class: TimeoutClass::of(key.proto, tcp_seen),
             control,
             in_use: true,
-            if_epoch: epoch,
-            created_ns: now_ns,
-            last_active_ns: now_ns,
-            enqueue_ns: now_ns,
-            prev: NONE,
-            next: NONE,
+            created_on_input: input,
         };
-        Some(self.insert(s, now_ns))
+        let i = self.insert(s, hash, now_ns);
+        if i.is_none() {
+            self.counters.refused_full += 1;
+        }
+        i
     }
 
     /// Whether a session may be added, after freeing idle FIFO heads or recycling a transient
@@ -693,11 +943,12 @@ impl AclState {
         true
     }
 
-    /// Adds `s` (room made by [`Self::make_room`], key not in the index) at the tail of its
-    /// class's FIFO; returns its slot.
+    /// Adds `s` of key hash `hash` (room made by [`Self::make_room`], key not in the index) at
+    /// the tail of its class's FIFO; returns its slot. `None` only if the index refuses it, which
+    /// cannot happen at the sized capacity.
     #[inline]
-    fn insert(&mut self, s: Session, now_ns: u64) -> u32 {
-        let (hash, sw) = (s.hash, s.sw_if_index);
+    fn insert(&mut self, s: Session, hash: u64, now_ns: u64) -> Option<u32> {
+        let sw = s.sw_if_index() as usize;
         let i = match self.free.pop() {
             Some(i) => {
                 if let Some(slot) = self.sessions.get_mut(i as usize) {
@@ -712,16 +963,26 @@ impl AclState {
                 (self.sessions.len() - 1) as u32
             }
         };
-        let sessions = &self.sessions;
-        self.index
-            .insert_unique(hash, i, |&j| sessions.get(j as usize).map_or(0, |s| s.hash));
+        if self.index.insert(hash, i).is_err() {
+            if let Some(slot) = self.sessions.get_mut(i as usize) {
+                slot.in_use = false;
+            }
+            self.free.push(i);
+            return None;
+        }
+        if sw >= self.live_by_if.len() {
+            // Only when sessions are made with tables `sync` never saw (tests driving `decide`
+            // directly): the data plane syncs before every main loop.
+            self.live_by_if.resize(sw + 1, 0);
+        }
+        self.live_by_if[sw] += 1;
         self.in_use += 1;
         self.push_tail(i, now_ns);
         self.counters.adds += 1;
-        if let Some(a) = self.counters.adds_by_if.get_mut(sw as usize) {
+        if let Some(a) = self.counters.adds_by_if.get_mut(sw) {
             *a += 1;
         }
-        i
+        Some(i)
     }
 
     /// Every session in use that is not stale, most idle first: imported in this order, each
@@ -731,25 +992,28 @@ impl AclState {
             .sessions
             .iter()
             .filter(|s| s.in_use && !self.is_stale(s))
-            .map(|s| SavedAclSession {
-                sw_if_index: s.sw_if_index,
-                created_on_input: s.created_on_input,
-                proto: s.proto,
-                src: s.src,
-                dst: s.dst,
-                sport: s.sport,
-                dport: s.dport,
-                // The creating packet's identifier lives only in the key (see `session_key`).
-                icmp_id: if s.proto == PROTO_ICMP {
-                    (s.key.ports_if >> 32) as u16
-                } else {
-                    0
-                },
-                tcp_seen: s.tcp_seen,
-                class: s.class,
-                control: s.control,
-                idle_ns: now_ns.saturating_sub(s.last_active_ns),
-                age_ns: now_ns.saturating_sub(s.created_ns),
+            .map(|s| {
+                let (src, dst, sport, dport) = s.origin();
+                SavedAclSession {
+                    sw_if_index: s.sw_if_index(),
+                    created_on_input: s.created_on_input,
+                    proto: s.proto(),
+                    src,
+                    dst,
+                    sport,
+                    dport,
+                    // The creating packet's identifier lives only in the key (see `session_key`).
+                    icmp_id: if s.proto() == PROTO_ICMP {
+                        (s.ports_if >> 32) as u16
+                    } else {
+                        0
+                    },
+                    tcp_seen: s.tcp_seen,
+                    class: s.class,
+                    control: s.control,
+                    idle_ns: now_ns.saturating_sub(s.last_active_ns),
+                    age_ns: now_ns.saturating_sub(s.created_ns),
+                }
             })
             .collect();
         out.sort_by_key(|s| std::cmp::Reverse(s.idle_ns));
@@ -807,8 +1071,8 @@ impl AclState {
         let Some((key, true)) = session_key(&creator, dir) else {
             return Err(ImportError::Invalid);
         };
-        let hash = self.hasher.hash_one(key);
-        if self.find(&key, hash).is_some() {
+        let hash = self.hash(&key);
+        if self.find(&key, hash, NONE).is_some() {
             return Err(ImportError::Collision);
         }
         if !self.make_room(tables, s.control, now_ns) {
@@ -820,28 +1084,29 @@ impl AclState {
             .copied()
             .unwrap_or(0);
         let session = Session {
-            key,
-            hash,
-            src: s.src,
-            dst: s.dst,
-            sport: s.sport,
+            addrs: key.addrs,
+            ports_if: key.ports_if,
+            last_active_ns: now_ns.saturating_sub(s.idle_ns),
+            enqueue_ns: now_ns,
+            created_ns: now_ns.saturating_sub(s.age_ns),
+            prev: NONE,
+            next: NONE,
+            if_epoch: epoch,
+            proto_orient: key.proto,
             dport: s.dport,
-            proto: s.proto,
-            created_on_input: s.created_on_input,
-            sw_if_index: s.sw_if_index,
             tcp_seen: s.tcp_seen,
             class,
             control: s.control,
             in_use: true,
-            if_epoch: epoch,
-            created_ns: now_ns.saturating_sub(s.age_ns),
-            last_active_ns: now_ns.saturating_sub(s.idle_ns),
-            enqueue_ns: now_ns,
-            prev: NONE,
-            next: NONE,
+            created_on_input: s.created_on_input,
         };
-        self.insert(session, now_ns);
-        Ok(true)
+        match self.insert(session, hash, now_ns) {
+            Some(_) => Ok(true),
+            None => {
+                self.counters.refused_full += 1;
+                Err(ImportError::Full)
+            }
+        }
     }
 
     /// Frees idle sessions at the FIFO heads (a few per class).
@@ -880,18 +1145,21 @@ impl AclState {
         if !s.in_use {
             return;
         }
-        let (hash, sw) = (s.hash, s.sw_if_index);
+        // The hash is recomputed rather than stored: deletions are rare next to hits, and the
+        // session stays one cache line.
+        let (hash, sw) = (self.hash(&s.key()), s.sw_if_index() as usize);
         self.unlink(i);
-        if let Ok(e) = self.index.find_entry(hash, |&j| j == i) {
-            e.remove();
-        }
+        self.index.remove(hash, i);
         if let Some(s) = self.sessions.get_mut(i as usize) {
             s.in_use = false;
+        }
+        if let Some(n) = self.live_by_if.get_mut(sw) {
+            *n -= 1;
         }
         self.free.push(i);
         self.in_use -= 1;
         self.counters.dels += 1;
-        if let Some(d) = self.counters.dels_by_if.get_mut(sw as usize) {
+        if let Some(d) = self.counters.dels_by_if.get_mut(sw) {
             *d += 1;
         }
     }
@@ -986,7 +1254,8 @@ impl AclState {
 impl AclState {
     /// The structural invariants: every session in use on exactly the FIFO of its class, links
     /// consistent, enqueue times in order along each FIFO, each found in the index under its
-    /// key and slot, and the free list and sessions in use partitioning the pool.
+    /// key and slot (through the index alone, no candidate), the per-interface counts right,
+    /// and the free list and sessions in use partitioning the pool.
     fn check_invariants(&self) -> Result<(), String> {
         let mut listed = vec![false; self.sessions.len()];
         for c in TimeoutClass::ALL {
@@ -1018,15 +1287,28 @@ impl AclState {
                     s.in_use, listed[i]
                 ));
             }
-            if s.in_use && self.find(&s.key, s.hash) != Some(i as u32) {
+            if s.in_use && self.find(&s.key(), self.hash(&s.key()), NONE) != Some(i as u32) {
                 return Err(format!("session {i}: not indexed under its key"));
             }
-            if s.in_use && s.class != TimeoutClass::of(s.proto, s.tcp_seen) {
+            if s.in_use && s.class != TimeoutClass::of(s.proto(), s.tcp_seen) {
                 return Err(format!(
                     "session {i}: class {:?} for {:?}",
                     s.class, s.tcp_seen
                 ));
             }
+        }
+        let mut by_if = vec![0u32; self.live_by_if.len()];
+        for s in self.sessions.iter().filter(|s| s.in_use) {
+            match by_if.get_mut(s.sw_if_index() as usize) {
+                Some(n) => *n += 1,
+                None => return Err(format!("session on uncounted interface: {s:?}")),
+            }
+        }
+        if by_if != self.live_by_if {
+            return Err(format!(
+                "sessions per interface {by_if:?}, counted {:?}",
+                self.live_by_if
+            ));
         }
         let n = listed.iter().filter(|&&x| x).count();
         if n != self.in_use as usize || self.index.len() != n {
@@ -1296,6 +1578,44 @@ mod tests {
             st.decide(&t, &back, Direction::Output, 4, || false).action,
             0
         );
+    }
+
+    #[test]
+    fn a_larger_table_keeps_the_sessions_it_has() {
+        let t = tables(4, 0);
+        let mut st = AclState::new(&t.config);
+        st.sync(&t, 0);
+        for p in 0..4 {
+            let k = pkt(1, 2, 17, 1000 + p, 53, Direction::Input);
+            assert_eq!(
+                st.decide(&t, &k, Direction::Input, 0, || false).session,
+                u32::from(p)
+            );
+        }
+        let k = pkt(1, 2, 17, 2000, 53, Direction::Input);
+        assert!(
+            st.decide(&t, &k, Direction::Input, 0, || false)
+                .refused_full
+        );
+        // More room: the pool and the index grow, the sessions stay where they are.
+        let big = tables(64, 0);
+        st.sync(&big, 1);
+        assert_eq!(st.capacity(), 64);
+        st.check_invariants().unwrap();
+        for p in 0..4 {
+            let back = pkt(2, 1, 17, 53, 1000 + p, Direction::Output);
+            let v = st.decide(&big, &back, Direction::Output, 1, || false);
+            assert_eq!((v.action, v.session), (3, u32::from(p)));
+        }
+        for p in 0..60 {
+            let k = pkt(1, 2, 17, 3000 + p, 53, Direction::Input);
+            assert_eq!(st.decide(&big, &k, Direction::Input, 1, || false).action, 2);
+        }
+        assert_eq!(st.len(), 64);
+        st.check_invariants().unwrap();
+        // Less room later does not shrink what was reserved.
+        st.sync(&t, 2);
+        assert_eq!(st.capacity(), 64);
     }
 
     #[test]
@@ -1639,6 +1959,240 @@ mod tests {
                             st = fresh;
                         }
                     }
+                    if let Err(e) = st.check_invariants() {
+                        prop_assert!(false, "{}", e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The index against a plain `HashMap` of the sessions in use (rebuilt from the pool after
+    /// every step): under creation, expiry on lookup and by the sweep, recycling of a small full
+    /// table, the control reserve, stale sessions after an unbinding, `clear` and restarts,
+    /// with packets decided in frames as the nodes do (every packet prepared and its candidate
+    /// picked before the first is decided, so candidates go stale within the frame).
+    mod index_model {
+        use std::collections::HashMap;
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Flows: TCP, UDP or ICMP echo by `f % 3`; initiated on input of sw 6 when `f` is even,
+        /// on output of sw 7 when odd; control traffic when `f % 5 == 0`.
+        const FLOWS: u8 = 30;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            /// A frame of packets: flow, the responder's side, TCP flags.
+            Frame(Vec<(u8, bool, u8)>),
+            Advance(u64),
+            Sync,
+            /// sw 7 loses (true) or gets back (false) its ACLs.
+            Unbind7(bool),
+            Clear,
+            Restart(u64),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            let flags = prop_oneof![
+                Just(TCP_SYN),
+                Just(TCP_SYN | TCP_ACK),
+                Just(TCP_ACK),
+                Just(TCP_FIN | TCP_ACK),
+                Just(TCP_RST),
+            ];
+            let pkt = (0..FLOWS, any::<bool>(), flags);
+            prop_oneof![
+                12 => proptest::collection::vec(pkt, 1..12).prop_map(Op::Frame),
+                3 => (0..12u64).prop_map(Op::Advance),
+                2 => Just(Op::Sync),
+                1 => any::<bool>().prop_map(Op::Unbind7),
+                1 => Just(Op::Clear),
+                1 => (0..8u64).prop_map(Op::Restart),
+            ]
+        }
+
+        fn packet(f: u8, reply: bool, flags: u8) -> (PacketKey, Direction) {
+            let (sw, init) = if f.is_multiple_of(2) {
+                (6, Direction::Input)
+            } else {
+                (7, Direction::Output)
+            };
+            let dir = match (init, reply) {
+                (d, false) => d,
+                (Direction::Input, true) => Direction::Output,
+                (Direction::Output, true) => Direction::Input,
+            };
+            // Few addresses, so that flows share address pairs and differ in ports only.
+            let (a, b) = (0x0a01_0100 + u32::from(f % 4), 0x0a14_0002);
+            let (src, dst) = if reply { (b, a) } else { (a, b) };
+            let port = 1000 + u16::from(f);
+            let mut k = match f % 3 {
+                0 => {
+                    let (sp, dp) = if reply { (80, port) } else { (port, 80) };
+                    tcp(pkt(src, dst, 6, sp, dp, dir), flags)
+                }
+                1 => {
+                    let (sp, dp) = if reply { (53, port) } else { (port, 53) };
+                    pkt(src, dst, 17, sp, dp, dir)
+                }
+                _ => {
+                    let mut k = pkt(src, dst, PROTO_ICMP, if reply { 0 } else { 8 }, 0, dir);
+                    k.icmp_id = port;
+                    k
+                }
+            };
+            k.sw_if_index = sw;
+            (k, dir)
+        }
+
+        /// The model: key → slot of every session in use, from the pool alone (each session's
+        /// key rebuilt from what `show` lists, as an import does), and the sessions by slot.
+        fn model(st: &AclState) -> (HashMap<SessionKey, u32>, HashMap<u32, SessionInfo>) {
+            let mut keys = HashMap::new();
+            let mut infos = HashMap::new();
+            for x in st.sessions() {
+                // `show` does not list the ICMP identifier; an export carries it.
+                let icmp_id = match x.proto {
+                    PROTO_ICMP => st
+                        .sessions
+                        .get(x.index as usize)
+                        .map_or(0, |s| (s.ports_if >> 32) as u16),
+                    _ => 0,
+                };
+                let creator = PacketKey {
+                    src: x.src,
+                    dst: x.dst,
+                    sport: x.sport,
+                    dport: x.dport,
+                    proto: x.proto,
+                    tcp_flags: 0,
+                    flags: L4
+                        | if x.created_on_input {
+                            pkt_flags::INPUT
+                        } else {
+                            0
+                        },
+                    sw_if_index: x.sw_if_index,
+                    icmp_id,
+                };
+                let dir = if x.created_on_input {
+                    Direction::Input
+                } else {
+                    Direction::Output
+                };
+                let (k, creates) = session_key(&creator, dir).expect("a session's creator");
+                assert!(creates);
+                assert!(keys.insert(k, x.index).is_none(), "two sessions of {k:?}");
+                infos.insert(x.index, x);
+            }
+            (keys, infos)
+        }
+
+        /// Every key of the universe (both directions of every flow) is found by the index,
+        /// with or without a (possibly wrong) candidate, exactly when the model has it.
+        fn agree(st: &AclState) -> Result<(), TestCaseError> {
+            let (keys, _) = model(st);
+            prop_assert_eq!(st.index.len(), keys.len());
+            prop_assert_eq!(st.len() as usize, keys.len());
+            for f in 0..FLOWS {
+                for reply in [false, true] {
+                    let (k, d) = packet(f, reply, TCP_ACK);
+                    let Some((sk, _)) = session_key(&k, d) else {
+                        continue;
+                    };
+                    let want = keys.get(&sk).copied();
+                    let h = st.hash(&sk);
+                    prop_assert_eq!(st.find(&sk, h, NONE), want, "{:?}", sk);
+                    for cand in [0, u32::from(f), 1000] {
+                        prop_assert_eq!(st.find(&sk, h, cand), want, "{:?} via {}", sk, cand);
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #[test]
+            fn index_agrees_with_a_hash_map(ops in proptest::collection::vec(op(), 1..120)) {
+                // 8 slots, 25 % for control: full tables, recycling and refusals are common.
+                let bound = tables_two(8, 25);
+                let mut cfg = bound.config.clone();
+                cfg.bindings.retain(|b| b.sw_if_index != 7);
+                let unbound = AclTables::build(&cfg);
+                let mut t = &bound;
+                let mut st = AclState::new(&t.config);
+                st.sync(t, 0);
+                let mut now = 0;
+                for op in ops {
+                    match op {
+                        Op::Frame(pkts) => {
+                            let frame: Vec<(PacketKey, Direction, bool)> = pkts
+                                .iter()
+                                .map(|&(f, r, x)| {
+                                    let (k, d) = packet(f, r, x);
+                                    (k, d, f % 5 == 0)
+                                })
+                                .collect();
+                            let mut prepared: Vec<Prepared> =
+                                frame.iter().map(|(k, d, _)| st.prepare(k, *d)).collect();
+                            for p in prepared.iter_mut() {
+                                st.prefetch_candidate(p);
+                            }
+                            for ((k, d, control), p) in frame.iter().zip(&prepared) {
+                                // What the model says before this packet.
+                                let (keys, infos) = model(&st);
+                                let hit = session_key(k, *d)
+                                    .and_then(|(sk, _)| keys.get(&sk).copied())
+                                    .and_then(|i| infos.get(&i).cloned());
+                                let v = st.decide_prepared(t, k, p, *d, now, || *control);
+                                match hit {
+                                    Some(x) if x.stale => {
+                                        prop_assert_ne!(v.action, 3);
+                                        prop_assert!(v.trace_bits & TRACE_STALE_REMOVED != 0);
+                                    }
+                                    Some(x) if now
+                                        >= x.last_active_ns
+                                            .saturating_add(x.class.timeout_ns(&t.config.timeouts)) =>
+                                    {
+                                        prop_assert_ne!(v.action, 3, "idle session hit");
+                                    }
+                                    Some(x) => {
+                                        prop_assert_eq!((v.action, v.session), (3, x.index));
+                                    }
+                                    None => prop_assert_ne!(v.action, 3, "hit without session"),
+                                }
+                                if v.action == 2 {
+                                    prop_assert!(st.sessions().any(|x| x.index == v.session));
+                                }
+                                agree(&st)?;
+                            }
+                        }
+                        Op::Advance(s) => now += s * SEC,
+                        Op::Sync => st.sync(t, now),
+                        Op::Unbind7(lose) => {
+                            t = if lose { &unbound } else { &bound };
+                            st.sync(t, now);
+                        }
+                        Op::Clear => st.clear_sessions(),
+                        Op::Restart(down) => {
+                            // As `restart`, but a full table may refuse what the old one
+                            // held (the control reserve counts differently on import).
+                            let saved = st.export(now);
+                            now += down * SEC;
+                            let mut fresh = AclState::new(&t.config);
+                            for mut x in saved {
+                                x.idle_ns += down * SEC;
+                                x.age_ns += down * SEC;
+                                let _ = fresh.import(t, &x, now);
+                            }
+                            fresh.sync(t, now);
+                            st = fresh;
+                        }
+                    }
+                    agree(&st)?;
                     if let Err(e) = st.check_invariants() {
                         prop_assert!(false, "{}", e);
                     }

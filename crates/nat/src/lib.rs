@@ -4,7 +4,6 @@
 
 pub mod common;
 pub mod config;
-pub mod flow_index;
 pub mod nat44_classify;
 pub mod nat44_in2out;
 pub mod nat44_in2out_output;

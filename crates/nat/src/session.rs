@@ -16,7 +16,7 @@ use foldhash::fast::FixedState;
 use vecnet_wire::checksum::Delta;
 
 use crate::config::{NatTimeouts, Proto};
-use crate::flow_index::{advise_huge_pages, prefetch, FlowIndex};
+use vecnet_flow_index::{advise_huge_pages, prefetch, FlowIndex};
 
 /// A 5-tuple as seen on the wire (host-order addresses).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

@@ -1,4 +1,7 @@
-//! A cache-friendly hash index from 64-bit key hashes to `u32` values, for the NAT session table.
+//! A cache-friendly hash index from 64-bit key hashes to `u32` values, shared by the session
+//! tables of the data plane (NAT44: both keys of every session; ACL: the one key of every
+//! reflective session). It lives in its own crate so that the feature crates can share it
+//! without depending on each other.
 //!
 //! * Buckets are one 64-byte cache line each: seven `(tag, value)` slots and an overflow counter.
 //!   Tags are the high 32 bits of the hash (never 0: 0 marks a free slot); the bucket is chosen by
@@ -9,12 +12,12 @@
 //!   overflow counter of 0. Deleting an entry decrements the counters it incremented: no
 //!   tombstones, no degradation after churn, no rehash ever.
 //! * The table is sized once, for the largest number of entries it will hold, at about 60 % load
-//!   at most (16 bytes per entry of capacity: 32 MiB for 2 M entries, the two keys of 1 M
+//!   at most (16 bytes per entry of capacity: 32 MiB for 2 M entries, the two keys of 1 M NAT
 //!   sessions), and its pages are faulted in at creation (huge pages asked for on Linux): no
 //!   allocation, rehash or page fault on the packet path.
 //!
-//! The index stores no keys: callers verify a candidate value against the key they keep (the
-//! session holds both of its keys), so a tag collision costs one extra comparison.
+//! The index stores no keys: callers verify a candidate value against the key they keep (a
+//! session holds its keys), so a tag collision costs one extra comparison.
 
 /// Slots per bucket.
 pub const SLOTS: usize = 7;
@@ -210,6 +213,12 @@ impl FlowIndex {
         false
     }
 
+    /// Removes every entry (keeps the memory, already faulted in).
+    pub fn clear(&mut self) {
+        self.mem.fill(0);
+        self.len = 0;
+    }
+
     /// Sum of the overflow counters (entries stored past a full bucket, counted per bucket
     /// passed); for tests and diagnostics.
     pub fn overflow_total(&self) -> u64 {
@@ -233,7 +242,7 @@ pub fn prefetch<T>(p: *const T) {
 
 /// Asks the kernel to back `[addr, addr + len)` with transparent huge pages where it can (fewer
 /// TLB misses on random access); only the page-aligned interior is advised. Best effort.
-pub(crate) fn advise_huge_pages(addr: usize, len: usize) {
+pub fn advise_huge_pages(addr: usize, len: usize) {
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 2 << 20;
@@ -366,6 +375,22 @@ mod tests {
             ix.find(h(1, 1000 + SLOTS as u32 + 2), |_| true),
             Some(SLOTS as u32 + 2)
         );
+    }
+
+    #[test]
+    fn clear_empties_everything() {
+        let mut ix = FlowIndex::with_buckets(2);
+        for v in 0..SLOTS as u32 + 3 {
+            ix.insert(h(1, 1000 + v), v).unwrap();
+        }
+        assert!(ix.overflow_total() > 0);
+        ix.clear();
+        assert!(ix.is_empty());
+        assert_eq!(ix.overflow_total(), 0);
+        assert_eq!(ix.find(h(1, 1000), |_| true), None);
+        assert_eq!(ix.candidate(h(1, 1000)), None);
+        ix.insert(h(1, 1000), 5).unwrap();
+        assert_eq!(ix.find(h(1, 1000), |_| true), Some(5));
     }
 
     #[test]
