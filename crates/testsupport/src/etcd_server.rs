@@ -36,6 +36,22 @@ pub fn scratch_dir() -> PathBuf {
     std::env::temp_dir()
 }
 
+/// Whether `tool` runs (`tool version_arg` succeeds); prints why `test` is skipped when not.
+fn tool_available(test: &str, tool: &str, version_arg: &str, package: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg(version_arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!(
+            "SKIPPED {test}: the `{tool}` binary is missing (apt-get install {package}; scripts/test.sh installs it)"
+        );
+    }
+    ok
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -46,18 +62,7 @@ fn free_port() -> u16 {
 impl EtcdServer {
     /// Whether the `etcd` binary is installed; prints why a test is skipped when it is not.
     pub fn available(test: &str) -> bool {
-        let ok = Command::new("etcd")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!(
-                "SKIPPED {test}: the `etcd` binary is missing (apt-get install etcd-server; scripts/test.sh installs it)"
-            );
-        }
-        ok
+        tool_available(test, "etcd", "--version", "etcd-server")
     }
 
     pub fn start(tag: &str) -> EtcdServer {
@@ -237,18 +242,7 @@ pub struct TestPki {
 impl TestPki {
     /// Whether `openssl` is installed; prints why a test is skipped when it is not.
     pub fn available(test: &str) -> bool {
-        let ok = Command::new("openssl")
-            .arg("version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!(
-                "SKIPPED {test}: the `openssl` binary is missing (apt-get install openssl; scripts/test.sh installs it)"
-            );
-        }
-        ok
+        tool_available(test, "openssl", "version", "openssl")
     }
 
     pub fn generate(tag: &str) -> TestPki {

@@ -30,12 +30,16 @@ fn say(from: &mut TcpStream, to: &mut TcpStream, msg: &str) {
     assert_eq!(String::from_utf8_lossy(&buf), msg);
 }
 
-fn connect_from(ns: &str, to: SocketAddrV4) -> TcpStream {
-    let s = netns::run_in(&netns::path(ns), move || {
-        TcpStream::connect_timeout(&to.into(), Duration::from_secs(5))
+fn try_connect(ns: &str, to: SocketAddrV4, timeout: Duration) -> std::io::Result<TcpStream> {
+    netns::run_in(&netns::path(ns), move || {
+        TcpStream::connect_timeout(&to.into(), timeout)
     })
     .expect("enter the namespace")
-    .unwrap_or_else(|e| panic!("connect to {to} from {ns}: {e}"));
+}
+
+fn connect_from(ns: &str, to: SocketAddrV4) -> TcpStream {
+    let s = try_connect(ns, to, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connect to {to} from {ns}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
     s
@@ -125,11 +129,11 @@ fn established_flows_survive_a_restart_and_pods_a_crash() {
     say(&mut h_client, &mut h_server, "hello from the host");
     say(&mut h_server, &mut h_client, "hello host");
     // The policy holds: the server cannot open a connection to the client.
-    let denied = netns::run_in(&netns::path(&server.netns), {
-        let to = SocketAddrV4::new(client.ip, 9);
-        move || TcpStream::connect_timeout(&to.into(), Duration::from_secs(1))
-    })
-    .expect("enter the server pod");
+    let denied = try_connect(
+        &server.netns,
+        SocketAddrV4::new(client.ip, 9),
+        Duration::from_secs(1),
+    );
     assert!(denied.is_err(), "ingress to the client is denied");
 
     node.restart_daemon();
@@ -155,11 +159,11 @@ fn established_flows_survive_a_restart_and_pods_a_crash() {
     say(&mut h_server, &mut h_client, "and the host link too");
     say(&mut h_client, &mut h_server, "yes");
     // The policy still holds for new connections.
-    let denied = netns::run_in(&netns::path(&server.netns), {
-        let to = SocketAddrV4::new(client.ip, 9);
-        move || TcpStream::connect_timeout(&to.into(), Duration::from_secs(1))
-    })
-    .expect("enter the server pod");
+    let denied = try_connect(
+        &server.netns,
+        SocketAddrV4::new(client.ip, 9),
+        Duration::from_secs(1),
+    );
     assert!(denied.is_err(), "ingress to the client is still denied");
 
     // A second vecnetd on the same dataDir refuses to start and disturbs nothing.

@@ -5,8 +5,11 @@
 //! and clients on the Internet reaching Services through the uplink, whose replies the output
 //! feature leaves alone.
 
+mod common;
+
 use std::net::Ipv4Addr;
 
+use common::service_mapping;
 use vecnet_graph::{Clock, VirtioNetHdr};
 use vecnet_nat::{Backend, BackendSet, NatConfig, Proto, StaticMapping};
 use vecnet_nodes::InterfaceKind;
@@ -41,20 +44,7 @@ fn backend(a: &str, port: u16) -> Backend {
 }
 
 fn mapping(vip: &str, port: u16, proto: Proto, set: BackendSet) -> StaticMapping {
-    StaticMapping {
-        external_ip: ip(vip),
-        external_port: port,
-        proto,
-        vrf: 0,
-        internal: set.clone(),
-        external: set,
-        twice_nat_external: false,
-        self_twice_nat: true,
-        out2in_only: true,
-        affinity_timeout: 0,
-        affinity_group: 0,
-        tag: format!("default/svc-{port}"),
-    }
+    service_mapping(ip(vip), port, proto, set, format!("default/svc-{port}"))
 }
 
 /// The seed's node: tap0 (sw 2, host link, NAT in+out), tap2 (sw 6, client pod 10.1.1.3, out),

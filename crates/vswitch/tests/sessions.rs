@@ -58,20 +58,7 @@ fn mapping(vip: Ipv4Addr, backends: &[Ipv4Addr]) -> StaticMapping {
             })
             .collect(),
     );
-    StaticMapping {
-        external_ip: vip,
-        external_port: 80,
-        proto: Proto::Tcp,
-        vrf: 0,
-        internal: set.clone(),
-        external: set,
-        twice_nat_external: false,
-        self_twice_nat: true,
-        out2in_only: true,
-        affinity_timeout: 0,
-        affinity_group: 0,
-        tag: format!("default/svc-{vip}"),
-    }
+    service_mapping(vip, 80, Proto::Tcp, set, format!("default/svc-{vip}"))
 }
 
 /// The standard node plus a second pod on `tap3` and an uplink; NAT roles as vecnetd renders

@@ -10,6 +10,7 @@ use etherparse::{
     Icmpv4Type, IpNumber, Ipv4Header, Ipv4Options,
 };
 use vecnet_graph::{Clock, VirtioNetHdr};
+use vecnet_nat::{BackendSet, Proto, StaticMapping};
 use vecnet_nodes::InterfaceKind;
 use vecnet_vswitch::memio::SentFrame;
 use vecnet_vswitch::{
@@ -35,6 +36,31 @@ pub const POD_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 3);
 pub const REMOTE_IP: Ipv4Addr = Ipv4Addr::new(10, 20, 0, 2);
 /// An address in the serviceCIDR reject route.
 pub const SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+
+/// A Service mapping as the renderer makes one for internal and external origins alike
+/// (hairpin on, `out2in_only`, no affinity).
+pub fn service_mapping(
+    external_ip: Ipv4Addr,
+    external_port: u16,
+    proto: Proto,
+    set: BackendSet,
+    tag: String,
+) -> StaticMapping {
+    StaticMapping {
+        external_ip,
+        external_port,
+        proto,
+        vrf: 0,
+        internal: set.clone(),
+        external: set,
+        twice_nat_external: false,
+        self_twice_nat: true,
+        out2in_only: true,
+        affinity_timeout: 0,
+        affinity_group: 0,
+        tag,
+    }
+}
 
 pub fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
